@@ -1,0 +1,627 @@
+//! Configuration: flags > environment > optional TOML file > defaults.
+//!
+//! EdgeLake variables keep EdgeLake's names, meanings and defaults (EDGELAKE.md §Env) so an
+//! existing ConfigMap or `.env` file works unchanged; netstrap's own settings are
+//! `NETSTRAP_*`. [`Settings::parse`] is a pure function of [`Layers`]; every wrong value is
+//! reported (all of them, not just the first) naming the variable, the value and what is
+//! accepted.
+
+mod node_type;
+mod source;
+pub mod variables;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use node_type::NodeType;
+pub use source::{Layers, Origin, parse_toml, read_toml_file};
+
+use crate::provenance::{Found, Provenance};
+
+/// A configuration problem, phrased so the operator knows what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}={value:?} ({origin}): {problem}; accepted: {accepted}")]
+    Invalid { key: String, value: String, origin: String, problem: String, accepted: String },
+    #[error("{key} ({origin}) is not a netstrap variable; {hint}")]
+    UnknownKey { key: String, origin: String, hint: String },
+    #[error("configuration file {}: {reason}", path.display())]
+    File { path: PathBuf, reason: String },
+}
+
+/// All configuration problems found at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// How the environment kind is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvironmentChoice {
+    Auto,
+    Kubernetes,
+    Docker,
+    Host,
+}
+
+/// Preferred IP family for the local IP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    Ipv4,
+    Ipv6,
+}
+
+/// One step of the external IP chain (`NETSTRAP_EXTERNAL_SOURCES`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExternalStep {
+    Explicit,
+    Service,
+    Node,
+    Aws,
+    Gcp,
+    Azure,
+    Stun,
+    Echo,
+    Fallback,
+}
+
+impl ExternalStep {
+    const ALL: &[(&str, ExternalStep)] = &[
+        ("explicit", ExternalStep::Explicit),
+        ("service", ExternalStep::Service),
+        ("node", ExternalStep::Node),
+        ("aws", ExternalStep::Aws),
+        ("gcp", ExternalStep::Gcp),
+        ("azure", ExternalStep::Azure),
+        ("stun", ExternalStep::Stun),
+        ("echo", ExternalStep::Echo),
+        ("fallback", ExternalStep::Fallback),
+    ];
+}
+
+/// How the tcp plane serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpMode {
+    Native,
+    Relay,
+}
+
+/// How the broker plane serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerMode {
+    Embedded,
+    Relay,
+    Off,
+}
+
+/// Per-plane settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlaneSettings {
+    /// Internal (listening) port; `None` only for a broker that is off.
+    pub port: Option<Found<u16>>,
+    pub bind: Found<bool>,
+    pub threads: Found<u16>,
+    pub external_port: Option<Found<u16>>,
+}
+
+/// The parsed configuration. Values that end up in the connection table carry their
+/// provenance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub node_type: Found<NodeType>,
+    pub node_name: Option<Found<String>>,
+    pub company_name: String,
+    pub location: String,
+    pub country: String,
+    pub state: String,
+    pub city: String,
+    pub config_name: Option<String>,
+    pub hostname: Option<String>,
+
+    pub tcp: PlaneSettings,
+    pub rest: PlaneSettings,
+    pub broker: PlaneSettings,
+    pub rest_timeout: Found<Duration>,
+    pub ledger_conn: Found<String>,
+
+    pub local_ip: Option<Found<IpAddr>>,
+    pub external_ip: Option<Found<IpAddr>>,
+    pub overlay_ip: Option<Found<IpAddr>>,
+    pub enable_dns: bool,
+    pub external_dns: Option<Found<String>>,
+    pub dns: Option<Found<String>>,
+    pub dns_domain: Option<Found<String>>,
+    pub proxy_ip: Option<String>,
+
+    pub pod_ip: Option<Found<IpAddr>>,
+    pub pod_ips: Vec<IpAddr>,
+    pub pod_name: Option<String>,
+    pub namespace: Option<Found<String>>,
+    pub host_ip: Option<Found<IpAddr>>,
+    pub k8s_node_name: Option<String>,
+    pub kubernetes_service_host: Option<String>,
+    pub kubernetes_service_port: u16,
+
+    pub environment: EnvironmentChoice,
+    pub service: Option<Found<String>>,
+    pub cluster_domain: Option<Found<String>>,
+    pub per_pod_name: bool,
+    pub interface: Option<String>,
+    pub cidr: Option<IpNet>,
+    pub ip_family: IpFamily,
+    pub external_sources: Vec<ExternalStep>,
+    pub source_timeout: Duration,
+    pub stun_servers: Vec<String>,
+    pub echo_url: Option<String>,
+    pub metadata_url: Option<String>,
+    pub sa_dir: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
+    pub resolv_conf: PathBuf,
+    pub nameservers: Vec<SocketAddr>,
+
+    pub tcp_mode: Found<TcpMode>,
+    pub tcp_upstream: Option<SocketAddr>,
+    pub tcp_proxy_protocol: bool,
+    pub rest_upstream: Option<SocketAddr>,
+    pub broker_mode: Found<BrokerMode>,
+    pub broker_upstream: Option<SocketAddr>,
+
+    pub log: String,
+    pub log_json: bool,
+}
+
+const TRUE_SPELLINGS: &[&str] = &["true", "True", "TRUE"];
+const FALSE_SPELLINGS: &[&str] = &["false", "False", "FALSE"];
+
+/// Reads typed values out of the layers, collecting every error.
+struct Reader<'a> {
+    layers: &'a Layers,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Reader<'a> {
+    fn raw(&self, key: &str) -> Option<(&'a str, Provenance)> {
+        self.layers.get(key).map(|(v, origin)| (v, Provenance::new(format!("{origin} {key}"))))
+    }
+
+    fn parse<T>(
+        &mut self,
+        key: &str,
+        accepted: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<Found<T>> {
+        let (value, why) = self.raw(key)?;
+        match f(value) {
+            Ok(v) => Some(Found::new(v, why)),
+            Err(problem) => {
+                let origin = self.layers.get(key).map(|(_, o)| o.to_string()).unwrap_or_default();
+                self.errors.push(ConfigError::Invalid {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                    origin,
+                    problem,
+                    accepted: accepted.to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, key: &str) -> Option<Found<String>> {
+        self.parse(key, "any text", |s| Ok(s.to_string()))
+    }
+
+    fn text(&mut self, key: &str, default: &str) -> String {
+        self.string(key).map(|f| f.value).unwrap_or_else(|| default.to_string())
+    }
+
+    fn port(&mut self, key: &str) -> Option<Found<u16>> {
+        self.parse(key, "a port number 1-65535", |s| match s.parse::<u32>() {
+            Ok(0) => Err("port 0 cannot be advertised".into()),
+            Ok(p) if p <= 65535 => Ok(p as u16),
+            Ok(_) => Err("out of range".into()),
+            Err(_) => Err("not a number".into()),
+        })
+    }
+
+    fn bool(&mut self, key: &str, default: bool) -> Found<bool> {
+        self.parse(key, "true or false (also True/TRUE/False/FALSE)", |s| {
+            if TRUE_SPELLINGS.contains(&s) {
+                Ok(true)
+            } else if FALSE_SPELLINGS.contains(&s) {
+                Ok(false)
+            } else {
+                Err("not a boolean".into())
+            }
+        })
+        .unwrap_or_else(|| Found::new(default, Provenance::new(format!("default {key}={default}"))))
+    }
+
+    fn threads(&mut self, key: &str) -> Found<u16> {
+        self.parse(key, "a whole number from 1 to 1024", |s| match s.parse::<i64>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n as u16),
+            Ok(_) => Err("out of range".into()),
+            Err(_) => Err("not a whole number".into()),
+        })
+        .unwrap_or_else(|| Found::new(6, Provenance::new(format!("default {key}=6"))))
+    }
+
+    fn ip(&mut self, key: &str) -> Option<Found<IpAddr>> {
+        self.parse(key, "an IPv4 or IPv6 address, e.g. 10.0.0.5 or fd00::5", |s| {
+            s.parse::<IpAddr>().map_err(|_| "not an IP address".into())
+        })
+    }
+
+    fn socket(&mut self, key: &str) -> Option<SocketAddr> {
+        self.parse(key, "ip:port, e.g. 127.0.0.1:32048 or [::1]:32048", |s| {
+            s.parse::<SocketAddr>().map_err(|_| "not an ip:port address".into())
+        })
+        .map(|f| f.value)
+    }
+
+    fn choice<T: Copy>(&mut self, key: &str, options: &[(&str, T)]) -> Option<Found<T>> {
+        let accepted = options.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+        self.parse(key, &accepted, |s| {
+            options
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(s))
+                .map(|(_, v)| *v)
+                .ok_or_else(|| "unknown value".into())
+        })
+    }
+
+    fn list(&mut self, key: &str) -> Vec<String> {
+        self.string(key)
+            .map(|f| f.value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Settings {
+    /// Parse the configuration from its sources. Pure: no I/O, no process environment.
+    pub fn parse(layers: &Layers) -> Result<Settings, ConfigErrors> {
+        let mut r = Reader { layers, errors: layers.unknown_keys() };
+
+        let node_type = r
+            .choice("NODE_TYPE", NodeType::NAMES)
+            .unwrap_or_else(|| Found::new(NodeType::Generic, Provenance::new("default NODE_TYPE=generic")));
+        let nt = node_type.value;
+        let by_type = |_port: u16| Provenance::new(format!("default for NODE_TYPE={}", nt.name()));
+
+        let tcp_port = r.port("ANYLOG_SERVER_PORT").unwrap_or_else(|| {
+            let p = nt.server_port();
+            Found::new(p, by_type(p))
+        });
+        let rest_port = r.port("ANYLOG_REST_PORT").unwrap_or_else(|| {
+            let p = nt.rest_port();
+            Found::new(p, by_type(p))
+        });
+        let broker_port = r.port("ANYLOG_BROKER_PORT");
+
+        let tcp = PlaneSettings {
+            port: Some(tcp_port.clone()),
+            bind: r.bool("TCP_BIND", false),
+            threads: r.threads("TCP_THREADS"),
+            external_port: r.port("NETSTRAP_TCP_EXTERNAL_PORT"),
+        };
+        let rest = PlaneSettings {
+            port: Some(rest_port),
+            bind: r.bool("REST_BIND", false),
+            threads: r.threads("REST_THREADS"),
+            external_port: r.port("NETSTRAP_REST_EXTERNAL_PORT"),
+        };
+        let broker = PlaneSettings {
+            port: broker_port.clone(),
+            bind: r.bool("BROKER_BIND", false),
+            threads: r.threads("BROKER_THREADS"),
+            external_port: r.port("NETSTRAP_BROKER_EXTERNAL_PORT"),
+        };
+
+        let rest_timeout = r
+            .parse("REST_TIMEOUT", "whole seconds; 0 or negative = no limit", |s| {
+                s.parse::<i64>()
+                    .map(|n| Duration::from_secs(n.max(0) as u64))
+                    .map_err(|_| "not a whole number".into())
+            })
+            .unwrap_or_else(|| {
+                Found::new(Duration::from_secs(30), Provenance::new("default REST_TIMEOUT=30"))
+            });
+
+        let ledger_conn = r
+            .string("LEDGER_CONN")
+            .unwrap_or_else(|| Found::new("127.0.0.1:32048".into(), Provenance::new("default LEDGER_CONN")));
+
+        let environment = match r.choice(
+            "NETSTRAP_ENVIRONMENT",
+            &[
+                ("auto", EnvironmentChoice::Auto),
+                ("kubernetes", EnvironmentChoice::Kubernetes),
+                ("docker", EnvironmentChoice::Docker),
+                ("host", EnvironmentChoice::Host),
+            ],
+        ) {
+            Some(f) => f.value,
+            None => match layers.get("IS_KUBERNETES") {
+                Some(_) => {
+                    if r.bool("IS_KUBERNETES", false).value {
+                        EnvironmentChoice::Kubernetes
+                    } else {
+                        EnvironmentChoice::Auto
+                    }
+                }
+                None => EnvironmentChoice::Auto,
+            },
+        };
+
+        let pod_ips = r
+            .list("POD_IPS")
+            .into_iter()
+            .filter_map(|s| match s.parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    r.errors.push(ConfigError::Invalid {
+                        key: "POD_IPS".into(),
+                        value: s,
+                        origin: layers.get("POD_IPS").map(|(_, o)| o.to_string()).unwrap_or_default(),
+                        problem: "not an IP address".into(),
+                        accepted: "comma-separated IP addresses (downward API status.podIPs)".into(),
+                    });
+                    None
+                }
+            })
+            .collect();
+
+        let service = match r.string("NETSTRAP_SERVICE") {
+            Some(s) => Some(s),
+            None => r.string("KUBERNETES_SERVICE_IP"),
+        };
+        let namespace = match r.string("NETSTRAP_NAMESPACE") {
+            Some(s) => Some(s),
+            None => r.string("POD_NAMESPACE"),
+        };
+
+        let external_sources = r
+            .parse(
+                "NETSTRAP_EXTERNAL_SOURCES",
+                "a comma-separated list of explicit, service, node, aws, gcp, azure, stun, echo, fallback",
+                |s| {
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|item| {
+                            ExternalStep::ALL
+                                .iter()
+                                .find(|(n, _)| n.eq_ignore_ascii_case(item))
+                                .map(|(_, st)| *st)
+                                .ok_or_else(|| format!("unknown source `{item}`"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                },
+            )
+            .map(|f| f.value)
+            .unwrap_or_else(|| {
+                use ExternalStep::*;
+                vec![Explicit, Service, Node, Stun, Echo, Fallback]
+            });
+
+        let source_timeout = r
+            .parse("NETSTRAP_SOURCE_TIMEOUT_MS", "milliseconds from 1 to 60000", |s| match s.parse::<u64>() {
+                Ok(n) if (1..=60_000).contains(&n) => Ok(Duration::from_millis(n)),
+                Ok(_) => Err("out of range".into()),
+                Err(_) => Err("not a whole number".into()),
+            })
+            .map(|f| f.value)
+            .unwrap_or(Duration::from_secs(2));
+
+        let cidr = r
+            .parse("NETSTRAP_CIDR", "a CIDR such as 10.244.0.0/16 or fd00::/64", |s| {
+                s.parse::<IpNet>().map_err(|_| "not a CIDR".into())
+            })
+            .map(|f| f.value);
+
+        let nameservers = r
+            .list("NETSTRAP_NAMESERVER")
+            .into_iter()
+            .filter_map(|s| {
+                let parsed = s
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
+                if parsed.is_none() {
+                    r.errors.push(ConfigError::Invalid {
+                        key: "NETSTRAP_NAMESERVER".into(),
+                        value: s,
+                        origin: layers
+                            .get("NETSTRAP_NAMESERVER")
+                            .map(|(_, o)| o.to_string())
+                            .unwrap_or_default(),
+                        problem: "not an address".into(),
+                        accepted: "comma-separated ip or ip:port, e.g. 10.96.0.10 or 127.0.0.1:5353".into(),
+                    });
+                }
+                parsed
+            })
+            .collect();
+
+        let tcp_upstream = r.socket("NETSTRAP_TCP_UPSTREAM");
+        let tcp_mode = r
+            .choice("NETSTRAP_TCP_MODE", &[("native", TcpMode::Native), ("relay", TcpMode::Relay)])
+            .unwrap_or_else(|| match tcp_upstream {
+                Some(_) => Found::new(TcpMode::Relay, Provenance::new("NETSTRAP_TCP_UPSTREAM is set")),
+                None => Found::new(TcpMode::Native, Provenance::new("no NETSTRAP_TCP_UPSTREAM")),
+            });
+        let broker_upstream = r.socket("NETSTRAP_BROKER_UPSTREAM");
+        let broker_mode = r
+            .choice(
+                "NETSTRAP_BROKER_MODE",
+                &[("embedded", BrokerMode::Embedded), ("relay", BrokerMode::Relay), ("off", BrokerMode::Off)],
+            )
+            .unwrap_or_else(|| match (&broker_port, broker_upstream) {
+                (None, _) => Found::new(BrokerMode::Off, Provenance::new("ANYLOG_BROKER_PORT is not set")),
+                (Some(_), Some(_)) => {
+                    Found::new(BrokerMode::Relay, Provenance::new("NETSTRAP_BROKER_UPSTREAM is set"))
+                }
+                (Some(_), None) => {
+                    Found::new(BrokerMode::Embedded, Provenance::new("ANYLOG_BROKER_PORT is set"))
+                }
+            });
+
+        let log_json = r
+            .choice("NETSTRAP_LOG_FORMAT", &[("text", false), ("json", true)])
+            .map(|f| f.value)
+            .unwrap_or(false);
+
+        let settings = Settings {
+            node_name: r.string("NODE_NAME"),
+            company_name: r.text("COMPANY_NAME", "New Company"),
+            location: r.text("LOCATION", "0.0, 0.0"),
+            country: r.text("COUNTRY", "Unknown"),
+            state: r.text("STATE", "Unknown"),
+            city: r.text("CITY", "Unknown"),
+            config_name: r.string("CONFIG_NAME").map(|f| f.value),
+            hostname: r.string("HOSTNAME").map(|f| f.value),
+            tcp,
+            rest,
+            broker,
+            rest_timeout,
+            ledger_conn,
+            local_ip: r.ip("LOCAL_IP"),
+            external_ip: r.ip("EXTERNAL_IP"),
+            overlay_ip: r.ip("OVERLAY_IP"),
+            enable_dns: r.bool("ENABLE_DNS", false).value,
+            external_dns: r.string("EXTERNAL_DNS"),
+            dns: r.string("DNS"),
+            dns_domain: r.string("DNS_DOMAIN"),
+            proxy_ip: r.string("PROXY_IP").map(|f| f.value),
+            pod_ip: r.ip("POD_IP"),
+            pod_ips,
+            pod_name: r.string("POD_NAME").map(|f| f.value),
+            namespace,
+            host_ip: r.ip("HOST_IP"),
+            k8s_node_name: r.string("K8S_NODE_NAME").map(|f| f.value),
+            kubernetes_service_host: r.string("KUBERNETES_SERVICE_HOST").map(|f| f.value),
+            kubernetes_service_port: r.port("KUBERNETES_SERVICE_PORT").map(|f| f.value).unwrap_or(443),
+            environment,
+            service,
+            cluster_domain: r.string("NETSTRAP_CLUSTER_DOMAIN"),
+            per_pod_name: r.bool("NETSTRAP_PER_POD_NAME", false).value,
+            interface: r.string("NETSTRAP_INTERFACE").map(|f| f.value),
+            cidr,
+            ip_family: r
+                .choice("NETSTRAP_IP_FAMILY", &[("ipv4", IpFamily::Ipv4), ("ipv6", IpFamily::Ipv6)])
+                .map(|f| f.value)
+                .unwrap_or(IpFamily::Ipv4),
+            external_sources,
+            source_timeout,
+            stun_servers: r.list("NETSTRAP_STUN_SERVERS"),
+            echo_url: r.string("NETSTRAP_ECHO_URL").map(|f| f.value),
+            metadata_url: r.string("NETSTRAP_METADATA_URL").map(|f| f.value),
+            sa_dir: r
+                .string("NETSTRAP_SA_DIR")
+                .map(|f| PathBuf::from(f.value))
+                .unwrap_or_else(|| PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount")),
+            kubeconfig: r
+                .string("NETSTRAP_KUBECONFIG")
+                .or_else(|| r.string("KUBECONFIG"))
+                .map(|f| PathBuf::from(f.value)),
+            resolv_conf: r
+                .string("NETSTRAP_RESOLV_CONF")
+                .map(|f| PathBuf::from(f.value))
+                .unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
+            nameservers,
+            tcp_mode,
+            tcp_upstream,
+            tcp_proxy_protocol: r.bool("NETSTRAP_TCP_PROXY_PROTOCOL", false).value,
+            rest_upstream: r.socket("NETSTRAP_REST_UPSTREAM"),
+            broker_mode,
+            broker_upstream,
+            log: r.text("NETSTRAP_LOG", "info"),
+            log_json,
+            node_type,
+        };
+
+        let mut errors = r.errors;
+        errors.extend(settings.consistency_errors());
+        if errors.is_empty() { Ok(settings) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Combinations that cannot work, found before anything is bound.
+    fn consistency_errors(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut invalid = |key: &str, value: &str, problem: &str, accepted: &str| {
+            errors.push(ConfigError::Invalid {
+                key: key.into(),
+                value: value.into(),
+                origin: "combination".into(),
+                problem: problem.into(),
+                accepted: accepted.into(),
+            })
+        };
+        if self.tcp_mode.value == TcpMode::Relay && self.tcp_upstream.is_none() {
+            invalid(
+                "NETSTRAP_TCP_MODE",
+                "relay",
+                "relay needs an upstream",
+                "set NETSTRAP_TCP_UPSTREAM=ip:port, or use native",
+            );
+        }
+        if self.broker_mode.value == BrokerMode::Relay && self.broker_upstream.is_none() {
+            invalid(
+                "NETSTRAP_BROKER_MODE",
+                "relay",
+                "relay needs an upstream",
+                "set NETSTRAP_BROKER_UPSTREAM=ip:port",
+            );
+        }
+        if self.broker_mode.value != BrokerMode::Off && self.broker.port.is_none() {
+            invalid(
+                "NETSTRAP_BROKER_MODE",
+                "on",
+                "the broker needs a port",
+                "set ANYLOG_BROKER_PORT, or NETSTRAP_BROKER_MODE=off",
+            );
+        }
+        let ports = [
+            ("ANYLOG_SERVER_PORT", self.tcp.port.as_ref()),
+            ("ANYLOG_REST_PORT", self.rest.port.as_ref()),
+            (
+                "ANYLOG_BROKER_PORT",
+                self.broker.port.as_ref().filter(|_| self.broker_mode.value != BrokerMode::Off),
+            ),
+        ];
+        for (i, (ka, a)) in ports.iter().enumerate() {
+            for (kb, b) in &ports[i + 1..] {
+                if let (Some(a), Some(b)) = (a, b)
+                    && a.value == b.value
+                {
+                    invalid(
+                        kb,
+                        &b.value.to_string(),
+                        &format!("same port as {ka}"),
+                        "a port not used by another plane",
+                    );
+                }
+            }
+        }
+        errors
+    }
+}

@@ -1,0 +1,185 @@
+//! Every variable netstrap reads: the single source of the configuration reference in
+//! README.md (a test checks that the README lists each one).
+
+/// One configuration variable.
+#[derive(Debug, Clone, Copy)]
+pub struct Variable {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+const fn v(name: &'static str, default: &'static str, meaning: &'static str) -> Variable {
+    Variable { name, default, meaning }
+}
+
+/// EdgeLake/AnyLog variables, read with EdgeLake's names, meanings and defaults.
+pub const EDGELAKE: &[Variable] = &[
+    v(
+        "NODE_TYPE",
+        "generic",
+        "master, operator, query, publisher, generic, master-operator, master-publisher (EdgeLake requires it; netstrap defaults to generic so it runs with no configuration)",
+    ),
+    v(
+        "NODE_NAME",
+        "<hostname> <node_type>",
+        "node name in the policy; in Kubernetes the hostname part is the Service name, which survives restarts",
+    ),
+    v("COMPANY_NAME", "New Company", "company in the policy"),
+    v("LOCATION", "0.0, 0.0", "`loc` in the policy (never looked up on the internet)"),
+    v("COUNTRY", "Unknown", "`country` in the policy"),
+    v("STATE", "Unknown", "`state` in the policy"),
+    v("CITY", "Unknown", "`city` in the policy"),
+    v(
+        "ANYLOG_SERVER_PORT",
+        "by type: 32048 master, 32148 operator, 32248 publisher, 32348 query, 32548 other",
+        "TCP (peer messaging) internal port",
+    ),
+    v("ANYLOG_REST_PORT", "by type: 32049, 32149, 32249, 32349, 32549", "REST internal port"),
+    v(
+        "ANYLOG_BROKER_PORT",
+        "unset (no broker)",
+        "message broker internal port; conventions 32150 operator, 32250 publisher, 32550 generic",
+    ),
+    v("TCP_BIND", "false", "true: listen only on the local (virtual) IP; false: all interfaces"),
+    v("REST_BIND", "false", "as TCP_BIND, for REST"),
+    v("BROKER_BIND", "false", "as TCP_BIND, for the broker"),
+    v("TCP_THREADS", "6", "TCP plane workers (min 1)"),
+    v("REST_THREADS", "6", "REST plane workers (min 1)"),
+    v("BROKER_THREADS", "6", "broker plane workers (min 1)"),
+    v("REST_TIMEOUT", "30", "REST request timeout in seconds; < 0 means 0 = no limit"),
+    v(
+        "LEDGER_CONN",
+        "127.0.0.1:32048",
+        "master TCP address; a 127.0.0.1 value is recomputed from this node's address (master: own port; others: 32048)",
+    ),
+    v("LOCAL_IP", "discovered", "local (virtual) IP to bind and report; first in the local IP chain"),
+    v("EXTERNAL_IP", "discovered", "external IP; first in the external IP chain"),
+    v("OVERLAY_IP", "unset", "replaces the local IP in policies (overlay networks)"),
+    v("ENABLE_DNS", "false", "when true, EXTERNAL_DNS goes into the policy's `ip`"),
+    v("EXTERNAL_DNS", "unset", "external DNS name of this node"),
+    v("DNS", "unset", "stable name for `local_ip` outside Kubernetes"),
+    v("DNS_DOMAIN", "unset", "stable name `<hostname>.<DNS_DOMAIN>` for `local_ip`"),
+    v(
+        "KUBERNETES_SERVICE_IP",
+        "unset",
+        "the AnyLog docs' name for the Service to advertise (same as NETSTRAP_SERVICE)",
+    ),
+    v("IS_KUBERNETES", "detected", "true/false forces the environment kind to kubernetes/host"),
+    v("PROXY_IP", "unset", "EdgeLake chart's `<ns>.<svc>.svc.cluster.local` (reversed); read only to warn"),
+    v("CONFIG_NAME", "<node_type>-<company>-configs[-broker]", "config policy name"),
+    v("HOSTNAME", "the system hostname", "hostname in the policy and default node name outside Kubernetes"),
+    v("POD_IP", "unset", "downward API status.podIP"),
+    v("POD_IPS", "unset", "downward API status.podIPs (comma-separated, dual-stack)"),
+    v("POD_NAME", "unset", "downward API metadata.name"),
+    v("POD_NAMESPACE", "service-account namespace file", "downward API metadata.namespace"),
+    v("HOST_IP", "unset", "downward API status.hostIP (the node's IP)"),
+    v(
+        "K8S_NODE_NAME",
+        "unset",
+        "downward API spec.nodeName (NODE_NAME is EdgeLake's node name, so the Kubernetes node name needs its own variable)",
+    ),
+    v("KUBERNETES_SERVICE_HOST", "set by Kubernetes", "API server address (in-cluster)"),
+    v("KUBERNETES_SERVICE_PORT", "set by Kubernetes", "API server port (in-cluster)"),
+    v("KUBECONFIG", "unset", "kubeconfig file, used when not in-cluster"),
+];
+
+/// netstrap's own settings.
+pub const NETSTRAP: &[Variable] = &[
+    v("NETSTRAP_ENVIRONMENT", "auto", "auto, kubernetes, docker or host"),
+    v("NETSTRAP_SERVICE", "unset", "the Service whose name is advertised (required in Kubernetes)"),
+    v("NETSTRAP_NAMESPACE", "POD_NAMESPACE", "the Service's namespace"),
+    v("NETSTRAP_CLUSTER_DOMAIN", "from the resolv.conf search list", "cluster DNS domain"),
+    v(
+        "NETSTRAP_PER_POD_NAME",
+        "false",
+        "advertise `<pod>.<svc>.<ns>.svc.<domain>` (headless Service / StatefulSet)",
+    ),
+    v("NETSTRAP_INTERFACE", "unset", "take the local IP from this interface"),
+    v("NETSTRAP_CIDR", "unset", "take the local IP from the interface address in this CIDR"),
+    v("NETSTRAP_IP_FAMILY", "ipv4", "preferred local IP family when several: ipv4 or ipv6"),
+    v(
+        "NETSTRAP_EXTERNAL_SOURCES",
+        "explicit,service,node,stun,echo,fallback",
+        "external IP chain, in order; add aws, gcp or azure to ask instance metadata",
+    ),
+    v("NETSTRAP_SOURCE_TIMEOUT_MS", "2000", "timeout of each network discovery source"),
+    v("NETSTRAP_STUN_SERVERS", "unset (off)", "STUN servers host:port, comma-separated"),
+    v("NETSTRAP_ECHO_URL", "unset (off)", "HTTP echo URL that answers with the caller's IP"),
+    v(
+        "NETSTRAP_METADATA_URL",
+        "the cloud's link-local endpoint",
+        "base URL of the instance metadata service",
+    ),
+    v(
+        "NETSTRAP_SA_DIR",
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+        "service-account directory (token, ca.crt, namespace)",
+    ),
+    v("NETSTRAP_KUBECONFIG", "KUBECONFIG", "kubeconfig file (outside the cluster)"),
+    v("NETSTRAP_RESOLV_CONF", "/etc/resolv.conf", "resolver configuration: nameservers and the search list"),
+    v(
+        "NETSTRAP_NAMESERVER",
+        "resolv.conf nameservers",
+        "nameservers ip[:port], comma-separated, for resolving the stable name",
+    ),
+    v(
+        "NETSTRAP_TCP_MODE",
+        "relay when NETSTRAP_TCP_UPSTREAM is set, else native",
+        "native (netstrap's peer protocol) or relay",
+    ),
+    v("NETSTRAP_TCP_UPSTREAM", "unset", "co-located node's TCP address for relay mode"),
+    v("NETSTRAP_TCP_PROXY_PROTOCOL", "false", "send a PROXY protocol v2 header to the TCP upstream"),
+    v("NETSTRAP_REST_UPSTREAM", "unset", "co-located node's REST address; other paths are proxied there"),
+    v("NETSTRAP_BROKER_MODE", "embedded when ANYLOG_BROKER_PORT is set", "embedded, relay or off"),
+    v("NETSTRAP_BROKER_UPSTREAM", "unset", "co-located broker address for relay mode"),
+    v(
+        "NETSTRAP_TCP_EXTERNAL_PORT",
+        "from the Service, else the internal port",
+        "externally reachable TCP port (e.g. a Docker published port)",
+    ),
+    v(
+        "NETSTRAP_REST_EXTERNAL_PORT",
+        "from the Service, else the internal port",
+        "externally reachable REST port",
+    ),
+    v(
+        "NETSTRAP_BROKER_EXTERNAL_PORT",
+        "from the Service, else the internal port",
+        "externally reachable broker port",
+    ),
+    v("NETSTRAP_LOG", "info", "log filter (tracing EnvFilter syntax)"),
+    v("NETSTRAP_LOG_FORMAT", "text", "text or json"),
+];
+
+/// The variable named `name` (case-insensitive), if netstrap knows it.
+pub fn find(name: &str) -> Option<&'static Variable> {
+    EDGELAKE.iter().chain(NETSTRAP).find(|v| v.name.eq_ignore_ascii_case(name))
+}
+
+/// The known variable closest to `name`, for "did you mean" hints.
+pub fn closest(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_uppercase();
+    EDGELAKE
+        .iter()
+        .chain(NETSTRAP)
+        .map(|v| (distance(&name, v.name), v.name))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, n)| n)
+}
+
+/// Levenshtein distance; names are short.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

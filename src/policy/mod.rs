@@ -1,0 +1,4 @@
+//! Node and config policies in EdgeLake's shape, and their ids.
+
+pub mod id;
+pub mod template;

@@ -1,0 +1,168 @@
+//! Configuration: EdgeLake defaults by node type, precedence, and the message for each
+//! class of bad value.
+
+use std::time::Duration;
+
+use netstrap::config::{BrokerMode, ConfigError, Layers, NodeType, Origin, Settings, TcpMode, parse_toml};
+
+fn env(pairs: &[(&str, &str)]) -> Layers {
+    Layers::new().push(Origin::Env, pairs.iter().map(|(k, v)| (*k, v.to_string())))
+}
+
+fn parse(pairs: &[(&str, &str)]) -> Settings {
+    Settings::parse(&env(pairs)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn errors(pairs: &[(&str, &str)]) -> Vec<ConfigError> {
+    match Settings::parse(&env(pairs)) {
+        Ok(_) => panic!("{pairs:?} was accepted"),
+        Err(e) => e.0,
+    }
+}
+
+fn port(p: &Option<netstrap::provenance::Found<u16>>) -> Option<u16> {
+    p.as_ref().map(|f| f.value)
+}
+
+#[test]
+fn edgelake_ports_by_node_type() {
+    for (ty, tcp, rest) in [
+        ("master", 32048, 32049),
+        ("operator", 32148, 32149),
+        ("publisher", 32248, 32249),
+        ("query", 32348, 32349),
+        ("generic", 32548, 32549),
+        ("master-operator", 32548, 32549),
+        ("master-publisher", 32548, 32549),
+    ] {
+        let s = parse(&[("NODE_TYPE", ty)]);
+        assert_eq!(port(&s.tcp.port), Some(tcp), "{ty}");
+        assert_eq!(port(&s.rest.port), Some(rest), "{ty}");
+        assert_eq!(s.broker.port, None, "{ty}: no broker unless ANYLOG_BROKER_PORT is set");
+        assert_eq!(s.broker_mode.value, BrokerMode::Off);
+        assert!(s.tcp.port.as_ref().unwrap().why.source.contains(ty), "provenance names the node type");
+    }
+}
+
+#[test]
+fn edgelake_defaults_for_everything_else() {
+    let s = parse(&[]);
+    assert_eq!(s.node_type.value, NodeType::Generic);
+    assert_eq!(s.company_name, "New Company");
+    assert_eq!(s.location, "0.0, 0.0");
+    assert_eq!((s.country.as_str(), s.state.as_str(), s.city.as_str()), ("Unknown", "Unknown", "Unknown"));
+    assert!(!s.tcp.bind.value && !s.rest.bind.value && !s.broker.bind.value);
+    assert_eq!((s.tcp.threads.value, s.rest.threads.value, s.broker.threads.value), (6, 6, 6));
+    assert_eq!(s.rest_timeout.value, Duration::from_secs(30));
+    assert_eq!(s.ledger_conn.value, "127.0.0.1:32048");
+    assert_eq!(s.tcp_mode.value, TcpMode::Native);
+    assert!(!s.enable_dns);
+}
+
+#[test]
+fn bool_spellings_edgelake_accepts() {
+    for t in ["true", "True", "TRUE"] {
+        assert!(parse(&[("TCP_BIND", t)]).tcp.bind.value, "{t}");
+    }
+    for f in ["false", "False", "FALSE"] {
+        assert!(!parse(&[("REST_BIND", f)]).rest.bind.value, "{f}");
+    }
+}
+
+#[test]
+fn negative_rest_timeout_means_no_limit() {
+    assert_eq!(parse(&[("REST_TIMEOUT", "-5")]).rest_timeout.value, Duration::ZERO);
+    assert_eq!(parse(&[("REST_TIMEOUT", "0")]).rest_timeout.value, Duration::ZERO);
+    assert_eq!(parse(&[("REST_TIMEOUT", "12")]).rest_timeout.value, Duration::from_secs(12));
+}
+
+#[test]
+fn broker_mode_follows_broker_port_and_upstream() {
+    let s = parse(&[("ANYLOG_BROKER_PORT", "32150")]);
+    assert_eq!(s.broker_mode.value, BrokerMode::Embedded);
+    let s = parse(&[("ANYLOG_BROKER_PORT", "32150"), ("NETSTRAP_BROKER_UPSTREAM", "127.0.0.1:1883")]);
+    assert_eq!(s.broker_mode.value, BrokerMode::Relay);
+    let s = parse(&[("NETSTRAP_TCP_UPSTREAM", "127.0.0.1:32048"), ("ANYLOG_SERVER_PORT", "40000")]);
+    assert_eq!(s.tcp_mode.value, TcpMode::Relay);
+}
+
+#[test]
+fn precedence_flags_over_env_over_file() {
+    let file = parse_toml("anylog_rest_port = 1111\nANYLOG_SERVER_PORT = 2222\nCOMPANY_NAME = \"File Co\"\n")
+        .unwrap();
+    let layers = Layers::new()
+        .push(Origin::Flag, [("ANYLOG_REST_PORT", "3333")])
+        .push(Origin::Env, [("ANYLOG_REST_PORT", "4444"), ("ANYLOG_SERVER_PORT", "5555")])
+        .push(Origin::File("netstrap.toml".into()), file);
+    let s = Settings::parse(&layers).unwrap();
+    assert_eq!(port(&s.rest.port), Some(3333), "flag beats env and file");
+    assert_eq!(port(&s.tcp.port), Some(5555), "env beats file");
+    assert_eq!(s.company_name, "File Co", "file beats default");
+    assert_eq!(s.rest.port.unwrap().why.source, "flag ANYLOG_REST_PORT");
+    assert_eq!(s.tcp.port.unwrap().why.source, "env ANYLOG_SERVER_PORT");
+}
+
+#[test]
+fn empty_values_count_as_unset() {
+    let layers = Layers::new()
+        .push(Origin::Env, [("NODE_TYPE", "")])
+        .push(Origin::File("f.toml".into()), [("NODE_TYPE", "operator")]);
+    assert_eq!(Settings::parse(&layers).unwrap().node_type.value, NodeType::Operator);
+}
+
+fn message(pairs: &[(&str, &str)]) -> String {
+    errors(pairs).iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn each_bad_value_names_variable_value_and_what_is_accepted() {
+    let cases: &[(&[(&str, &str)], &[&str])] = &[
+        (&[("ANYLOG_REST_PORT", "70000")], &["ANYLOG_REST_PORT", "\"70000\"", "out of range", "1-65535"]),
+        (&[("ANYLOG_SERVER_PORT", "http")], &["ANYLOG_SERVER_PORT", "not a number"]),
+        (&[("TCP_BIND", "maybe")], &["TCP_BIND", "\"maybe\"", "true or false"]),
+        (&[("TCP_BIND", "yes")], &["TCP_BIND", "true or false"]),
+        (&[("NODE_TYPE", "leader")], &["NODE_TYPE", "\"leader\"", "master, operator, query"]),
+        (&[("LOCAL_IP", "10.0.0.300")], &["LOCAL_IP", "not an IP address", "IPv4 or IPv6"]),
+        (&[("POD_IPS", "10.1.2.3,fe80::zz")], &["POD_IPS", "fe80::zz"]),
+        (&[("NETSTRAP_CIDR", "10.0.0.0/33")], &["NETSTRAP_CIDR", "not a CIDR"]),
+        (&[("TCP_THREADS", "0")], &["TCP_THREADS", "1 to 1024"]),
+        (&[("REST_TIMEOUT", "soon")], &["REST_TIMEOUT", "whole seconds"]),
+        (&[("NETSTRAP_EXTERNAL_SOURCES", "explicit,ipinfo")], &["unknown source `ipinfo`"]),
+        (&[("NETSTRAP_TCP_MODE", "relay")], &["relay needs an upstream", "NETSTRAP_TCP_UPSTREAM"]),
+        (&[("ANYLOG_SERVER_PORT", "32549")], &["ANYLOG_REST_PORT", "same port as ANYLOG_SERVER_PORT"]),
+    ];
+    for (input, expected) in cases {
+        let msg = message(input);
+        for want in *expected {
+            assert!(msg.contains(want), "{input:?}: message {msg:?} lacks {want:?}");
+        }
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    assert_eq!(errors(&[("TCP_BIND", "maybe"), ("ANYLOG_REST_PORT", "0"), ("NODE_TYPE", "x")]).len(), 3);
+}
+
+#[test]
+fn typos_in_file_or_flags_are_caught_with_a_suggestion() {
+    let layers = Layers::new().push(Origin::File("n.toml".into()), [("TCP_BIDN", "true")]);
+    let msg = Settings::parse(&layers).unwrap_err().to_string();
+    assert!(msg.contains("TCP_BIDN") && msg.contains("did you mean TCP_BIND?"), "{msg}");
+    // The environment holds unrelated variables; they are not errors.
+    assert!(Settings::parse(&env(&[("PATH", "/bin"), ("TCP_BIDN", "x")])).is_ok());
+}
+
+#[test]
+fn nested_toml_tables_are_refused_with_a_hint() {
+    let err = parse_toml("[tcp]\nbind = true\n").unwrap_err();
+    assert!(err.contains("flat keys"), "{err}");
+}
+
+#[test]
+fn service_name_comes_from_netstrap_or_anylog_docs_variable() {
+    let s = parse(&[("KUBERNETES_SERVICE_IP", "edgelake-operator")]);
+    assert_eq!(s.service.unwrap().value, "edgelake-operator");
+    let s = parse(&[("KUBERNETES_SERVICE_IP", "a"), ("NETSTRAP_SERVICE", "b")]);
+    assert_eq!(s.service.unwrap().value, "b", "NETSTRAP_SERVICE wins");
+}

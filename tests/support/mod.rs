@@ -1,0 +1,6 @@
+//! Real-shaped stand-ins shared by the integration tests. Each test binary uses only
+//! part of this, so unused items are expected.
+#![allow(dead_code)]
+
+pub mod dns_server;
+pub mod fake_kube;
