@@ -4,5 +4,8 @@
 pub mod cli;
 pub mod config;
 pub mod discover;
+pub mod logging;
 pub mod policy;
 pub mod provenance;
+pub mod report;
+pub mod table;

@@ -1,6 +1,7 @@
 //! Discovery: the environment kind, the local (virtual) IP, the external IP chain, the
 //! stable cluster name and the external ports — each with its provenance.
 
+pub mod chain;
 pub mod cloud;
 pub mod dns;
 pub mod echo;
@@ -43,4 +44,58 @@ pub async fn with_timeout<T>(
         Ok(r) => r,
         Err(_) => Err(SourceError::Timeout(timeout)),
     }
+}
+
+pub use chain::{MachineFacts, discover, discover_with};
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::provenance::Found;
+use environment::EnvironmentKind;
+use external::ExternalCandidate;
+
+/// The port peers use to reach one plane: inside the cluster (the Service port) and from
+/// outside (nodePort, LoadBalancer port, a published port).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExposedPort {
+    pub cluster: Found<u16>,
+    pub external: Found<u16>,
+}
+
+/// Where the stable name resolves to, as the cluster resolver answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Resolution {
+    pub addresses: Vec<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Everything discovery found, each value with its provenance. Plain data: the connection
+/// table and the policy are computed from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Discovery {
+    pub environment: Found<EnvironmentKind>,
+    pub local_ip: Found<IpAddr>,
+    /// The node's own address (downward API HOST_IP), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<Found<IpAddr>>,
+    /// The external address chosen for advertising.
+    pub external: Found<ExternalCandidate>,
+    /// Every candidate the chain produced, in chain order.
+    pub candidates: Vec<ExternalCandidate>,
+    /// The stable name peers inside the cluster use (the Service FQDN, or `DNS`, ...).
+    pub stable_name: Found<String>,
+    /// What the stable name resolves to; `None` when it is an IP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    pub tcp: ExposedPort,
+    pub rest: ExposedPort,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<ExposedPort>,
+    /// Things an operator should look at; netstrap still runs.
+    pub warnings: Vec<String>,
+    /// Values that are needed and could not be determined: `netstrap discover` fails.
+    pub problems: Vec<String>,
 }

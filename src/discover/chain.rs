@@ -1,0 +1,220 @@
+//! Discovery in order (DESIGN.md §2 step 2): environment, local IP, Kubernetes facts,
+//! external IP chain, stable name and its resolution, exposed ports.
+
+use std::net::IpAddr;
+
+use crate::config::{ExternalStep, PlaneSettings, Settings};
+use crate::provenance::{Found, Provenance};
+
+use super::environment::{EnvironmentKind, HostFacts, environment};
+use super::external::{ExternalCandidate, ExternalIpSource};
+use super::local_ip::{InterfaceAddr, default_route_ips, interfaces, local_ip};
+use super::{Discovery, ExposedPort, SourceError};
+
+/// What discovery reads from the machine, gathered up front so the rest can be tested
+/// with made-up facts.
+#[derive(Clone, Debug, Default)]
+pub struct MachineFacts {
+    pub host: HostFacts,
+    pub interfaces: Vec<InterfaceAddr>,
+    pub route_ips: Vec<IpAddr>,
+}
+
+impl MachineFacts {
+    pub fn read(settings: &Settings) -> MachineFacts {
+        MachineFacts {
+            host: HostFacts::read(settings),
+            interfaces: interfaces(),
+            route_ips: default_route_ips(),
+        }
+    }
+}
+
+/// Run discovery against this machine.
+pub async fn discover(settings: &Settings) -> Discovery {
+    discover_with(settings, &MachineFacts::read(settings)).await
+}
+
+/// Run discovery with the given machine facts (network sources are still real).
+pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discovery {
+    let mut warnings = Vec::new();
+    let mut problems = Vec::new();
+
+    let environment = environment(settings, &facts.host);
+    let local_ip = match local_ip(settings, &facts.interfaces, &facts.route_ips) {
+        Ok(ip) => ip,
+        Err(e) => {
+            problems.push(format!("the local IP: {e}"));
+            Found::new(IpAddr::from([127, 0, 0, 1]), Provenance::new("placeholder: see the error above"))
+        }
+    };
+    if local_ip.value.is_loopback() {
+        warnings.push("the local IP is a loopback address: only this host can reach the node".into());
+    }
+    let host_ip = settings.host_ip.clone();
+
+    let (external, candidates) = external_chain(settings, &local_ip).await;
+    if external.value.source == ExternalIpSource::LocalFallback {
+        warnings.push(format!(
+            "no external address found; advertising the local IP {} ({})",
+            local_ip.value,
+            external.why.skipped.join("; ")
+        ));
+    }
+
+    let stable_name = stable_name(settings, environment.value, &local_ip, &mut problems);
+
+    let tcp = exposed("NETSTRAP_TCP_EXTERNAL_PORT", &settings.tcp);
+    let rest = exposed("NETSTRAP_REST_EXTERNAL_PORT", &settings.rest);
+    let broker =
+        settings.broker.port.as_ref().map(|_| exposed("NETSTRAP_BROKER_EXTERNAL_PORT", &settings.broker));
+
+    if let Some(proxy) = &settings.proxy_ip {
+        warnings.push(format!(
+            "PROXY_IP={proxy} is ignored: EdgeLake's chart builds it as <ns>.<svc>.svc.cluster.local \
+             (reversed); netstrap advertises <svc>.<ns>.svc.<domain>"
+        ));
+    }
+
+    Discovery {
+        environment,
+        local_ip,
+        host_ip,
+        external,
+        candidates,
+        stable_name,
+        resolution: None,
+        tcp,
+        rest,
+        broker,
+        warnings,
+        problems,
+    }
+}
+
+/// The ports of one plane: configured external port, else the internal port.
+fn exposed(external_var: &str, s: &PlaneSettings) -> ExposedPort {
+    let internal = s.port.clone().unwrap_or_else(|| Found::new(0, Provenance::new("no port")));
+    let same =
+        |what: &str| Found::new(internal.value, Provenance::new(format!("the internal port ({what})")));
+    ExposedPort {
+        cluster: same("no Service port known"),
+        external: s
+            .external_port
+            .clone()
+            .unwrap_or_else(|| same(&format!("no Service nodePort, {external_var} not set"))),
+    }
+}
+
+/// The external IP chain, in the configured order. The first *ingress* candidate wins; an
+/// egress candidate (the address we leave through) is kept and used only when no ingress
+/// source answers; the local IP is the last resort.
+async fn external_chain(
+    settings: &Settings,
+    local_ip: &Found<IpAddr>,
+) -> (Found<ExternalCandidate>, Vec<ExternalCandidate>) {
+    let mut skipped = Vec::new();
+    let mut candidates = Vec::new();
+    let mut egress: Option<(ExternalCandidate, Provenance)> = None;
+    for step in &settings.external_sources {
+        if *step == ExternalStep::Fallback {
+            break;
+        }
+        let is_egress_only =
+            !matches!(step, ExternalStep::Explicit | ExternalStep::Service | ExternalStep::Node);
+        if is_egress_only && egress.is_some() {
+            continue;
+        }
+        let result = external_step(settings, *step).await;
+        match result {
+            Ok((cand, why)) => {
+                candidates.push(cand.clone());
+                let prov = Provenance::new(why).after(skipped.clone());
+                if cand.reach == super::external::Reach::Ingress {
+                    return (Found::new(cand, prov), candidates);
+                }
+                if egress.is_none() {
+                    egress = Some((cand, prov));
+                }
+            }
+            Err(e) => skipped.push(format!("{}: {e}", step_name(*step))),
+        }
+    }
+    if let Some((cand, prov)) = egress {
+        return (Found::new(cand, prov), candidates);
+    }
+    let cand = ExternalCandidate {
+        host: local_ip.value.to_string(),
+        source: ExternalIpSource::LocalFallback,
+        reach: ExternalIpSource::LocalFallback.reach(),
+    };
+    candidates.push(cand.clone());
+    (Found::new(cand, Provenance::new("fallback: the local IP").after(skipped)), candidates)
+}
+
+fn step_name(step: ExternalStep) -> String {
+    crate::report::json_name(&step)
+}
+
+async fn external_step(
+    settings: &Settings,
+    step: ExternalStep,
+) -> Result<(ExternalCandidate, String), SourceError> {
+    let cand =
+        |host: String, source: ExternalIpSource| ExternalCandidate { host, source, reach: source.reach() };
+    match step {
+        ExternalStep::Explicit => {
+            if settings.enable_dns
+                && let Some(dns) = &settings.external_dns
+            {
+                return Ok((
+                    cand(dns.value.clone(), ExternalIpSource::Explicit),
+                    "env EXTERNAL_DNS (ENABLE_DNS=true)".into(),
+                ));
+            }
+            match &settings.external_ip {
+                Some(ip) => {
+                    Ok((cand(ip.value.to_string(), ExternalIpSource::Explicit), ip.why.source.clone()))
+                }
+                None => Err(SourceError::NotConfigured("EXTERNAL_IP not set".into())),
+            }
+        }
+        _ => Err(SourceError::NotConfigured("not available yet".into())),
+    }
+}
+
+/// The stable name peers use inside the cluster.
+fn stable_name(
+    settings: &Settings,
+    kind: EnvironmentKind,
+    local_ip: &Found<IpAddr>,
+    problems: &mut Vec<String>,
+) -> Found<String> {
+    let mut skipped = Vec::new();
+    if let Some(dns) = &settings.dns {
+        return dns.clone();
+    }
+    skipped.push("DNS not set".to_string());
+    if let (Some(domain), Some(host)) = (&settings.dns_domain, &settings.hostname) {
+        return Found::new(
+            format!("{host}.{}", domain.value),
+            Provenance::new("HOSTNAME + env DNS_DOMAIN").after(skipped),
+        );
+    }
+    skipped.push("DNS_DOMAIN not set".to_string());
+    if kind == EnvironmentKind::Kubernetes {
+        problems.push(
+            "the stable name: set NETSTRAP_SERVICE (or KUBERNETES_SERVICE_IP) to the Service that selects this pod"
+                .into(),
+        );
+    }
+    if let Some(ip) = &settings.overlay_ip {
+        return Found::new(ip.value.to_string(), Provenance::new("env OVERLAY_IP").after(skipped));
+    }
+    skipped.push("OVERLAY_IP not set".to_string());
+    Found::new(
+        local_ip.value.to_string(),
+        Provenance::new("the local IP (no stable name configured: set DNS or NETSTRAP_SERVICE)")
+            .after(skipped),
+    )
+}

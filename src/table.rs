@@ -1,0 +1,249 @@
+//! The connection table (DESIGN.md §3): for each plane, what netstrap binds and what it
+//! advertises, and why. Computed from the settings and the discovery; printed at start,
+//! by `netstrap discover`, and served as JSON.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{BrokerMode, PlaneSettings, Settings};
+use crate::discover::{Discovery, ExposedPort};
+use crate::provenance::{Found, Provenance};
+
+/// One of the node's three listeners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Plane {
+    Tcp,
+    Rest,
+    Broker,
+}
+
+impl Plane {
+    pub const ALL: [Plane; 3] = [Plane::Tcp, Plane::Rest, Plane::Broker];
+
+    /// The name in EdgeLake's connection table.
+    pub fn title(self) -> &'static str {
+        match self {
+            Plane::Tcp => "TCP",
+            Plane::Rest => "REST",
+            Plane::Broker => "Message broker",
+        }
+    }
+
+    /// The EdgeLake command that starts this listener on a node.
+    pub fn node_command(self) -> &'static str {
+        match self {
+            Plane::Tcp => "run tcp server",
+            Plane::Rest => "run rest server",
+            Plane::Broker => "run message broker",
+        }
+    }
+}
+
+/// One row of the connection table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlaneRow {
+    pub plane: Plane,
+    /// How the plane serves (tcp: native/relay; rest: api/api+proxy; broker: embedded/relay).
+    pub mode: Found<String>,
+    /// The address the listener binds: the local IP when `*_BIND=true`, else all interfaces.
+    pub bind_ip: Found<IpAddr>,
+    /// The listening (internal) port.
+    pub port: Found<u16>,
+    /// What peers outside the cluster dial.
+    pub external_host: Found<String>,
+    pub external_port: Found<u16>,
+    /// What peers inside the cluster dial: the stable name and the Service port.
+    pub cluster_host: Found<String>,
+    pub cluster_port: Found<u16>,
+    pub threads: Found<u16>,
+    /// Request timeout (rest only; zero = no limit).
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub timeout: Option<Found<Duration>>,
+}
+
+/// The connection table: rows for the enabled planes, plus the master address the node
+/// reports to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnectionTable {
+    pub rows: Vec<PlaneRow>,
+    /// `LEDGER_CONN` after EdgeLake's recompute rule.
+    pub ledger_conn: Found<String>,
+}
+
+impl ConnectionTable {
+    pub fn plan(settings: &Settings, d: &Discovery) -> ConnectionTable {
+        let mut rows = Vec::new();
+        let tcp_mode = Found::new(
+            format!("{:?}", settings.tcp_mode.value).to_lowercase(),
+            settings.tcp_mode.why.clone(),
+        );
+        rows.push(row(Plane::Tcp, &settings.tcp, &d.tcp, tcp_mode, None, d));
+        let rest_mode = match settings.rest_upstream {
+            Some(up) => {
+                Found::new(format!("api+proxy to {up}"), Provenance::new("env NETSTRAP_REST_UPSTREAM"))
+            }
+            None => Found::new("api".into(), Provenance::new("no NETSTRAP_REST_UPSTREAM")),
+        };
+        rows.push(row(
+            Plane::Rest,
+            &settings.rest,
+            &d.rest,
+            rest_mode,
+            Some(settings.rest_timeout.clone()),
+            d,
+        ));
+        if settings.broker_mode.value != BrokerMode::Off
+            && let Some(b) = &d.broker
+        {
+            let mode = Found::new(
+                format!("{:?}", settings.broker_mode.value).to_lowercase(),
+                settings.broker_mode.why.clone(),
+            );
+            rows.push(row(Plane::Broker, &settings.broker, b, mode, None, d));
+        }
+        ConnectionTable { rows, ledger_conn: ledger_conn(settings, d) }
+    }
+
+    pub fn row(&self, plane: Plane) -> Option<&PlaneRow> {
+        self.rows.iter().find(|r| r.plane == plane)
+    }
+
+    /// EdgeLake's connection table, filled in, followed by the reason for every value.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let headers =
+            ["Connection", "External address", "Cluster address", "Local (bind) address", "Node command"];
+        let mut lines: Vec<[String; 5]> = vec![headers.map(String::from)];
+        for r in &self.rows {
+            lines.push([
+                r.plane.title().to_string(),
+                host_port(&r.external_host.value, r.external_port.value),
+                host_port(&r.cluster_host.value, r.cluster_port.value),
+                host_port(&r.bind_ip.value.to_string(), r.port.value),
+                r.plane.node_command().to_string(),
+            ]);
+        }
+        let widths: Vec<usize> =
+            (0..5).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+        for (n, l) in lines.iter().enumerate() {
+            let cells: Vec<String> = l.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
+            if n == 0 {
+                let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+                let _ = writeln!(out, "|-{}-|", rule.join("-|-"));
+            }
+        }
+        for r in &self.rows {
+            let _ = writeln!(out, "\n{} ({}):", r.plane.title(), r.mode.value);
+            let mut why = |what: &str, value: String, p: &Provenance| {
+                let _ = writeln!(out, "  {what:<14} {value:<40} {}", p.summary());
+            };
+            why("mode", r.mode.value.clone(), &r.mode.why);
+            why("bind", r.bind_ip.value.to_string(), &r.bind_ip.why);
+            why("port", r.port.value.to_string(), &r.port.why);
+            why("external host", r.external_host.value.clone(), &r.external_host.why);
+            why("external port", r.external_port.value.to_string(), &r.external_port.why);
+            why("cluster host", r.cluster_host.value.clone(), &r.cluster_host.why);
+            why("cluster port", r.cluster_port.value.to_string(), &r.cluster_port.why);
+            why("threads", r.threads.value.to_string(), &r.threads.why);
+            if let Some(t) = &r.timeout {
+                why("timeout", format!("{}s", t.value.as_secs()), &t.why);
+            }
+        }
+        let _ =
+            writeln!(out, "\nLEDGER_CONN {} — {}", self.ledger_conn.value, self.ledger_conn.why.summary());
+        out
+    }
+}
+
+/// `host:port`, bracketing IPv6 literals.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+}
+
+fn row(
+    plane: Plane,
+    s: &PlaneSettings,
+    exposed: &ExposedPort,
+    mode: Found<String>,
+    timeout: Option<Found<Duration>>,
+    d: &Discovery,
+) -> PlaneRow {
+    let var = match plane {
+        Plane::Tcp => "TCP_BIND",
+        Plane::Rest => "REST_BIND",
+        Plane::Broker => "BROKER_BIND",
+    };
+    let bind_ip = if s.bind.value {
+        Found::new(d.local_ip.value, Provenance::new(format!("{var}=true: the local IP")))
+    } else {
+        let any: IpAddr = if d.local_ip.value.is_ipv6() {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        Found::new(any, Provenance::new(format!("{var}=false: all interfaces")))
+    };
+    // A broker row exists only with a port (checked by the configuration).
+    let port = s.port.clone().unwrap_or_else(|| Found::new(0, Provenance::new("no port")));
+    PlaneRow {
+        plane,
+        mode,
+        bind_ip,
+        port,
+        external_host: Found::new(d.external.value.host.clone(), d.external.why.clone()),
+        external_port: exposed.external.clone(),
+        cluster_host: d.stable_name.clone(),
+        cluster_port: exposed.cluster.clone(),
+        threads: s.threads.clone(),
+        timeout,
+    }
+}
+
+/// EdgeLake's rule: a `LEDGER_CONN` starting with 127.0.0.1 is recomputed from the node's
+/// own address (master: its own server port; others: 32048). Any other value is used as
+/// given. The node's own address here is its stable name, never the pod IP.
+fn ledger_conn(settings: &Settings, d: &Discovery) -> Found<String> {
+    let given = &settings.ledger_conn;
+    if !given.value.starts_with("127.0.0.1") {
+        return given.clone();
+    }
+    let port = if settings.node_type.value.is_master() { d.tcp.cluster.value } else { 32048 };
+    Found::new(
+        host_port(&d.stable_name.value, port),
+        Provenance::new(format!(
+            "{} starts with 127.0.0.1: recomputed from this node's stable name ({})",
+            given.value,
+            if settings.node_type.value.is_master() {
+                "master: own TCP port"
+            } else {
+                "not a master: port 32048"
+            }
+        )),
+    )
+}
+
+mod opt_secs {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    use crate::provenance::Found;
+
+    pub fn serialize<S: Serializer>(v: &Option<Found<Duration>>, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        match v {
+            None => s.serialize_none(),
+            Some(f) => {
+                let mut st = s.serialize_struct("Found", 2)?;
+                st.serialize_field("value", &f.value.as_secs())?;
+                st.serialize_field("why", &f.why)?;
+                st.end()
+            }
+        }
+    }
+}
