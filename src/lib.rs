@@ -5,6 +5,8 @@ pub mod cli;
 pub mod config;
 pub mod discover;
 pub mod logging;
+pub mod metrics;
+pub mod planes;
 pub mod policy;
 pub mod provenance;
 pub mod report;

@@ -1,0 +1,39 @@
+//! The node's three listeners, bound per the connection table: tcp (native peer protocol or
+//! relay), rest (netstrap's HTTP API + reverse proxy), broker (embedded MQTT or relay).
+
+pub mod broker;
+pub mod tcp;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// Stops the planes: cancelled when shutdown starts (stop accepting, finish in-flight work).
+pub type Shutdown = tokio_util::sync::CancellationToken;
+
+/// Who this node is, as the peer protocol's `hello` and `/v1/identity` answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub name: String,
+    pub node_type: String,
+    /// Random per process: tells replicas behind one Service apart.
+    pub instance_id: String,
+    /// The declared node policy's id, once known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<String>,
+    /// Advertised endpoints, `plane -> host:port` strings.
+    pub endpoints: Vec<String>,
+}
+
+/// What the planes serve about the node; replaced as a whole when it changes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeSnapshot {
+    pub identity: Identity,
+    /// The connection table (JSON of `ConnectionTable`).
+    pub table: serde_json::Value,
+    /// The node policy, once rendered.
+    pub policy: Option<serde_json::Value>,
+}
+
+/// The current snapshot, readable from any plane.
+pub type SnapshotRx = tokio::sync::watch::Receiver<Arc<NodeSnapshot>>;
