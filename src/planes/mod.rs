@@ -2,6 +2,7 @@
 //! relay), rest (netstrap's HTTP API + reverse proxy), broker (embedded MQTT or relay).
 
 pub mod broker;
+pub mod rest;
 pub mod tcp;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct NodeSnapshot {
     pub identity: Identity,
     /// The connection table (JSON of `ConnectionTable`).
     pub table: serde_json::Value,
+    /// The discovery behind it (JSON of `Discovery`).
+    pub discovery: serde_json::Value,
     /// The node policy, once rendered.
     pub policy: Option<serde_json::Value>,
 }

@@ -1,0 +1,59 @@
+//! Binding the listeners before anything is advertised (DESIGN.md §2 step 4). A failure
+//! names the plane, the address and the cause, with a hint at the usual fix.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use crate::table::{ConnectionTable, Plane};
+
+/// A bind failure, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{plane} listener: cannot bind {addr}: {cause}{hint}")]
+pub struct BindError {
+    pub plane: &'static str,
+    pub addr: SocketAddr,
+    pub cause: io::Error,
+    pub hint: String,
+}
+
+/// Bind one plane's address (non-blocking, SO_REUSEADDR as std sets it on Unix).
+pub fn bind(plane: Plane, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    let listener = TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|_| l));
+    listener.map_err(|cause| {
+        let var = match plane {
+            Plane::Tcp => ("TCP_BIND", "ANYLOG_SERVER_PORT"),
+            Plane::Rest => ("REST_BIND", "ANYLOG_REST_PORT"),
+            Plane::Broker => ("BROKER_BIND", "ANYLOG_BROKER_PORT"),
+        };
+        let hint = match cause.kind() {
+            io::ErrorKind::AddrInUse => format!(
+                " — another process listens on port {}; if it is the node itself, move the node to another \
+                 internal port and relay to it, or change {}",
+                addr.port(),
+                var.1
+            ),
+            io::ErrorKind::AddrNotAvailable => format!(
+                " — address not available on this host; is {}=true with LOCAL_IP set to another host's address?",
+                var.0
+            ),
+            io::ErrorKind::PermissionDenied => {
+                " — ports below 1024 need CAP_NET_BIND_SERVICE; use a higher port".to_string()
+            }
+            _ => String::new(),
+        };
+        BindError { plane: plane_name(plane), addr, cause, hint }
+    })
+}
+
+fn plane_name(plane: Plane) -> &'static str {
+    match plane {
+        Plane::Tcp => "tcp",
+        Plane::Rest => "rest",
+        Plane::Broker => "broker",
+    }
+}
+
+/// The address each enabled plane binds, from the table.
+pub fn addresses(table: &ConnectionTable) -> Vec<(Plane, SocketAddr)> {
+    table.rows.iter().map(|r| (r.plane, SocketAddr::new(r.bind_ip.value, r.port.value))).collect()
+}

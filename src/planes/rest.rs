@@ -1,0 +1,155 @@
+//! The rest plane: netstrap's HTTP API (DESIGN.md §5) and a reverse proxy to the node's own
+//! REST API for every other path.
+//!
+//! | Path | Answer |
+//! |---|---|
+//! | `GET /livez` | 200 `ok` while the process runs (depends on nothing outside it) |
+//! | `GET /readyz` | 200 when every readiness check passes and not draining, else 503; `?verbose` lists the checks, `?exclude=<check>` skips one |
+//! | `GET /health`, `GET /api/status` | EdgeLake's probe answers (`{"status": "healthy", ...}`, `{"status": "ok"}`) |
+//! | `GET /v1/network` | the connection table, the discovery behind it and readiness |
+//! | `GET /v1/identity?nonce=` | this node's identity and the nonce (self-verification) |
+//! | `GET /metrics` | Prometheus text |
+//! | anything else | proxied to `NETSTRAP_REST_UPSTREAM`, else 404 |
+//!
+//! Connections are served by hyper directly (not `axum::serve`) so the header-read time and
+//! header size are bounded and shutdown is graceful.
+
+mod api;
+mod proxy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+use super::{Shutdown, SnapshotRx};
+use crate::health::Health;
+use crate::metrics::{Metrics, RequestLabel};
+use crate::table::Plane;
+
+/// Settings of the rest plane.
+#[derive(Clone, Debug)]
+pub struct RestOptions {
+    /// The node's own REST API; paths netstrap does not serve go there.
+    pub upstream: Option<SocketAddr>,
+    /// `REST_TIMEOUT`: bounds a whole request (zero = no limit).
+    pub timeout: Duration,
+    /// Time allowed to send the request headers (slow clients are cut off).
+    pub header_read_timeout: Duration,
+    /// Largest request body accepted (413 above).
+    pub max_body: u64,
+    /// Largest request head (431 above).
+    pub max_header_bytes: usize,
+}
+
+impl Default for RestOptions {
+    fn default() -> Self {
+        RestOptions {
+            upstream: None,
+            timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_body: 16 * 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct RestState {
+    pub health: Health,
+    pub snapshot: SnapshotRx,
+    pub metrics: Arc<Metrics>,
+    pub options: Arc<RestOptions>,
+    client: proxy::Client,
+}
+
+impl RestState {
+    pub fn new(
+        health: Health,
+        snapshot: SnapshotRx,
+        metrics: Arc<Metrics>,
+        options: RestOptions,
+    ) -> RestState {
+        RestState { health, snapshot, metrics, options: Arc::new(options), client: proxy::client() }
+    }
+}
+
+/// The router, for serving and for tests.
+pub fn router(state: RestState) -> axum::Router {
+    api::router(state.clone())
+        .fallback(proxy::forward)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Bound every request by `REST_TIMEOUT` and count it by route and status.
+async fn observe(State(s): State<RestState>, req: Request, next: Next) -> Response {
+    let route = if req.extensions().get::<MatchedPath>().is_some() { "api" } else { "proxy" };
+    let limit = s.options.timeout;
+    let resp = if limit.is_zero() {
+        next.run(req).await
+    } else {
+        match tokio::time::timeout(limit, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                (StatusCode::GATEWAY_TIMEOUT, format!("no answer within REST_TIMEOUT={}s\n", limit.as_secs()))
+                    .into_response()
+            }
+        }
+    };
+    s.metrics.http_requests.get_or_create(&RequestLabel { route, code: resp.status().as_u16() }).inc();
+    resp
+}
+
+/// Serve the rest plane on `listener` until `shutdown`, then let in-flight requests finish
+/// (the caller bounds that with its grace period).
+pub async fn serve(listener: TcpListener, state: RestState, shutdown: Shutdown) {
+    let metrics = state.metrics.clone();
+    let options = state.options.clone();
+    let app = router(state);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "rest: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let guard = metrics.connection(Plane::Rest);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout)
+            .max_buf_size(options.max_header_bytes.max(8192));
+        // The client address, for X-Forwarded-For on proxied requests.
+        let service = app.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "rest: connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}

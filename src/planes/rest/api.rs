@@ -1,0 +1,103 @@
+//! netstrap's own endpoints on the rest plane.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::{Query, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::RestState;
+
+pub fn router(_state: RestState) -> axum::Router<RestState> {
+    axum::Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/health", get(health))
+        .route("/healthz", get(health))
+        .route("/api/status", get(status))
+        .route("/v1/network", get(network))
+        .route("/v1/identity", get(identity))
+        .route("/metrics", get(metrics))
+}
+
+async fn livez() -> &'static str {
+    "ok\n"
+}
+
+/// `?verbose` and `?exclude=a&exclude=b` as kube-apiserver takes them.
+fn readiness_query(raw: Option<&str>) -> (bool, Vec<String>) {
+    let mut verbose = false;
+    let mut exclude = Vec::new();
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "verbose" => verbose = v != "false" && v != "0",
+            "exclude" => exclude.push(v.to_string()),
+            _ => {}
+        }
+    }
+    (verbose, exclude)
+}
+
+async fn readyz(State(s): State<RestState>, RawQuery(q): RawQuery) -> Response {
+    let (verbose, exclude) = readiness_query(q.as_deref());
+    let exclude: Vec<&str> = exclude.iter().map(String::as_str).collect();
+    let r = s.health.readiness(&exclude);
+    s.metrics.ready.set(i64::from(r.ready));
+    let code = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    // Like kube-apiserver: the check list when asked, and always on failure.
+    let body = if verbose || !r.ready { r.render() } else { "ok\n".to_string() };
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// EdgeLake's `/health` shape; the status follows readiness so an existing probe keeps
+/// its meaning.
+async fn health(State(s): State<RestState>) -> Response {
+    let ready = s.health.readiness(&[]).ready;
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready { "healthy" } else { "unhealthy" };
+    (code, Json(json!({"status": status, "service": "netstrap", "timestamp": now()}))).into_response()
+}
+
+async fn status() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn network(State(s): State<RestState>) -> Json<serde_json::Value> {
+    let snap = s.snapshot.borrow().clone();
+    Json(json!({
+        "table": snap.table,
+        "discovery": snap.discovery,
+        "readiness": s.health.readiness(&[]),
+    }))
+}
+
+#[derive(Deserialize)]
+struct NonceQuery {
+    nonce: Option<String>,
+}
+
+async fn identity(State(s): State<RestState>, Query(q): Query<NonceQuery>) -> Response {
+    let nonce = q.nonce.unwrap_or_default();
+    if nonce.len() > 256 {
+        return (StatusCode::BAD_REQUEST, "nonce longer than 256 bytes\n").into_response();
+    }
+    let snap = s.snapshot.borrow().clone();
+    Json(json!({"nonce": nonce, "identity": snap.identity})).into_response()
+}
+
+async fn metrics(State(s): State<RestState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
