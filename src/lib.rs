@@ -10,6 +10,7 @@ pub mod logging;
 pub mod metrics;
 pub mod planes;
 pub mod policy;
+pub mod probe;
 pub mod provenance;
 pub mod report;
 pub mod table;

@@ -49,6 +49,16 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// A value that must never be logged or served (passwords): `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// How the environment kind is decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -184,6 +194,11 @@ pub struct Settings {
     pub rest_upstream: Option<SocketAddr>,
     pub broker_mode: Found<BrokerMode>,
     pub broker_upstream: Option<SocketAddr>,
+
+    /// `None`: the default for the environment kind (decided after discovery).
+    pub shutdown_delay: Option<Duration>,
+    pub shutdown_grace: Duration,
+    pub broker_credentials: Option<(String, Secret)>,
 
     pub log: String,
     pub log_json: bool,
@@ -490,6 +505,31 @@ impl Settings {
             .map(|f| f.value)
             .unwrap_or(false);
 
+        let seconds = |r: &mut Reader, key: &str| {
+            r.parse(key, "whole seconds from 0 to 3600", |s| match s.parse::<u64>() {
+                Ok(n) if n <= 3600 => Ok(Duration::from_secs(n)),
+                Ok(_) => Err("out of range".into()),
+                Err(_) => Err("not a whole number".into()),
+            })
+            .map(|f| f.value)
+        };
+        let shutdown_delay = seconds(&mut r, "NETSTRAP_SHUTDOWN_DELAY");
+        let shutdown_grace = seconds(&mut r, "NETSTRAP_SHUTDOWN_GRACE").unwrap_or(Duration::from_secs(20));
+        let broker_credentials = match (r.string("NETSTRAP_BROKER_USERNAME"), layers.get("NETSTRAP_BROKER_PASSWORD")) {
+            (Some(u), Some((p, _))) => Some((u.value, Secret(p.to_string()))),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                r.errors.push(ConfigError::Invalid {
+                    key: "NETSTRAP_BROKER_USERNAME".into(),
+                    value: "(one of the pair)".into(),
+                    origin: "combination".into(),
+                    problem: "username and password go together".into(),
+                    accepted: "both NETSTRAP_BROKER_USERNAME and NETSTRAP_BROKER_PASSWORD, or neither".into(),
+                });
+                None
+            }
+        };
+
         let settings = Settings {
             node_name: r.string("NODE_NAME"),
             company_name: r.text("COMPANY_NAME", "New Company"),
@@ -554,6 +594,9 @@ impl Settings {
             rest_upstream: r.socket("NETSTRAP_REST_UPSTREAM"),
             broker_mode,
             broker_upstream,
+            shutdown_delay,
+            shutdown_grace,
+            broker_credentials,
             log: r.text("NETSTRAP_LOG", "info"),
             log_json,
             node_type,

@@ -148,6 +148,10 @@ pub const NETSTRAP: &[Variable] = &[
         "from the Service, else the internal port",
         "externally reachable broker port",
     ),
+    v("NETSTRAP_SHUTDOWN_DELAY", "5 in Kubernetes, else 0", "seconds between readiness turning 503 and closing the listeners (endpoint propagation)"),
+    v("NETSTRAP_SHUTDOWN_GRACE", "20", "seconds in-flight work gets to finish after the listeners close"),
+    v("NETSTRAP_BROKER_USERNAME", "unset", "MQTT username the embedded broker requires (with NETSTRAP_BROKER_PASSWORD)"),
+    v("NETSTRAP_BROKER_PASSWORD", "unset", "MQTT password the embedded broker requires; never logged"),
     v("NETSTRAP_LOG", "info", "log filter (tracing EnvFilter syntax)"),
     v("NETSTRAP_LOG_FORMAT", "text", "text or json"),
 ];
