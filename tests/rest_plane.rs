@@ -1,0 +1,232 @@
+//! The rest plane on loopback: probes, readiness latches, netstrap's API, and the reverse
+//! proxy to a node REST API that behaves like EdgeLake's (header commands, errors in the
+//! reason phrase with a broken chunked body, `Connection: close`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netstrap::health::{Check, Health};
+use netstrap::metrics::Metrics;
+use netstrap::planes::rest::{self, RestOptions, RestState};
+use netstrap::planes::{Identity, NodeSnapshot, Shutdown};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Plane {
+    addr: SocketAddr,
+    health: Health,
+    shutdown: Shutdown,
+}
+
+async fn start(options: RestOptions) -> Plane {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let health = Health::new();
+    let snap = NodeSnapshot {
+        identity: Identity {
+            name: "op-1 operator".into(),
+            node_type: "operator".into(),
+            instance_id: "abc123".into(),
+            ..Default::default()
+        },
+        table: serde_json::json!({"rows": [{"plane": "tcp"}]}),
+        ..Default::default()
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(snap));
+    std::mem::forget(_tx);
+    let state = RestState::new(health.clone(), rx, Arc::new(Metrics::new()), options);
+    let shutdown = Shutdown::new();
+    tokio::spawn(rest::serve(listener, state, shutdown.clone()));
+    Plane { addr, health, shutdown }
+}
+
+/// Send a raw request and read the whole reply (the server closes: `Connection: close`).
+async fn raw(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut reply))
+        .await
+        .expect("reply in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&reply).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status_line = head.lines().next().unwrap_or_default().to_string();
+    let code = status_line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, head.to_string(), body.to_string())
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    raw(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await
+}
+
+#[tokio::test]
+async fn livez_is_independent_of_readiness_and_readyz_follows_the_latches() {
+    let p = start(RestOptions::default()).await;
+    p.health.ok("listeners");
+    p.health.register("broker", "waiting for CONNACK");
+    assert_eq!(get(p.addr, "/livez").await.0, 200);
+
+    let (code, _, body) = get(p.addr, "/readyz").await;
+    assert_eq!(code, 503);
+    assert!(
+        body.contains("[-]broker pending: waiting for CONNACK") && body.contains("[+]listeners ok"),
+        "{body}"
+    );
+    assert_eq!(get(p.addr, "/readyz?exclude=broker").await.0, 200, "an excluded check is skipped");
+
+    p.health.ok("broker");
+    let (code, _, body) = get(p.addr, "/readyz").await;
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (_, _, body) = get(p.addr, "/readyz?verbose").await;
+    assert!(body.contains("[+]broker ok") && body.contains("readyz check passed"), "{body}");
+
+    p.health.set("broker", Check::Failed("CONNACK refused".into()));
+    assert_eq!(get(p.addr, "/health").await.0, 503);
+    p.health.ok("broker");
+    let (code, head, body) = get(p.addr, "/health").await;
+    assert_eq!(code, 200);
+    assert!(head.to_ascii_lowercase().contains("application/json"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "healthy");
+    assert!(v["timestamp"].as_f64().unwrap() > 1.7e9);
+    assert_eq!(get(p.addr, "/api/status").await.2, r#"{"status":"ok"}"#);
+
+    p.health.start_draining();
+    let (code, _, body) = get(p.addr, "/readyz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("shutting down"), "{body}");
+    assert_eq!(get(p.addr, "/livez").await.0, 200, "draining is not death");
+}
+
+#[tokio::test]
+async fn identity_network_and_metrics() {
+    let p = start(RestOptions::default()).await;
+    let (code, _, body) = get(p.addr, "/v1/identity?nonce=n-42").await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["nonce"], "n-42");
+    assert_eq!(v["identity"]["instance_id"], "abc123");
+    let long = "x".repeat(300);
+    assert_eq!(get(p.addr, &format!("/v1/identity?nonce={long}")).await.0, 400);
+
+    let (_, _, body) = get(p.addr, "/v1/network").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["table"]["rows"][0]["plane"], "tcp");
+    assert!(v["readiness"].is_object());
+
+    let (code, _, body) = get(p.addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("netstrap_http_requests_total{route=\"api\",code=\"200\"}"), "{body}");
+    assert!(body.contains("netstrap_connections_total{plane=\"rest\"}"), "{body}");
+}
+
+/// A node REST API shaped like EdgeLake 1.4: the command arrives in a header; success is
+/// `200` with an empty `text` body; errors put JSON in the reason phrase and send a body
+/// that claims chunked framing but is not; every reply closes the connection.
+async fn fake_edgelake() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => n += k,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let header = |name: &str| {
+                    head.lines().find_map(|l| {
+                        l.split_once(':')
+                            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                            .map(|(_, v)| v.trim().to_string())
+                    })
+                };
+                if head.starts_with("GET /hang") {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return;
+                }
+                let reply = match (header("command"), header("user-agent")) {
+                    (Some(cmd), Some(ua)) if ua.starts_with("AnyLog/") && cmd == r#"blockchain get operator where company="Acme Co" and name=op-1"# => {
+                        let body = r#"[{"operator": {"name": "op-1", "company": "Acme Co"}}]"#;
+                        format!("HTTP/1.1 200 OK\r\nContent-Type: text/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    }
+                    _ => "HTTP/1.1 400 {\"method\": \"get\", \"err_code\": 2, \"err_text\": \"Command structure error\"}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{\"err_code\": 2}".to_string(),
+                };
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn other_paths_are_proxied_to_the_node_with_headers_intact() {
+    let upstream = fake_edgelake().await;
+    let p = start(RestOptions {
+        upstream: Some(upstream),
+        timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let (code, _, body) = raw(
+        p.addr,
+        "GET / HTTP/1.1\r\nHost: x\r\ncommand: blockchain get operator where company=\"Acme Co\" and name=op-1\r\nUser-Agent: AnyLog/1.23\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"op-1\""), "{body}");
+
+    // EdgeLake's error: status and reason phrase survive the broken body.
+    let (code, head, body) =
+        raw(p.addr, "GET / HTTP/1.1\r\nHost: x\r\ncommand: nonsense\r\nUser-Agent: AnyLog/1.23\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(code, 400);
+    assert!(head.lines().next().unwrap().contains("Command structure error"), "reason phrase kept: {head}");
+    assert!(body.contains("err_code") || body.is_empty(), "{body}");
+
+    let (code, _, body) = get(p.addr, "/hang").await;
+    assert_eq!(code, 504, "REST_TIMEOUT bounds a proxied request: {body}");
+
+    let (code, _, body) =
+        raw(p.addr, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\nConnection: close\r\n\r\n")
+            .await;
+    assert_eq!(code, 413, "{body}");
+    p.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn without_upstream_other_paths_are_404_and_a_dead_upstream_is_502() {
+    let p = start(RestOptions::default()).await;
+    let (code, _, body) = get(p.addr, "/query").await;
+    assert_eq!(code, 404);
+    assert!(body.contains("NETSTRAP_REST_UPSTREAM"), "{body}");
+
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let p = start(RestOptions { upstream: Some(dead), ..Default::default() }).await;
+    let (code, _, body) = get(p.addr, "/query").await;
+    assert_eq!(code, 502);
+    assert!(body.contains(&dead.to_string()), "{body}");
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting() {
+    let p = start(RestOptions::default()).await;
+    assert_eq!(get(p.addr, "/livez").await.0, 200);
+    p.shutdown.cancel();
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(p.addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the listener closed after shutdown");
+}
