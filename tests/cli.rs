@@ -1,0 +1,97 @@
+//! The `netstrap` binary as an operator runs it: exit codes, table, JSON, error messages.
+
+use std::process::{Command, Output};
+
+fn netstrap(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netstrap"))
+        .args(args)
+        .env_clear()
+        .env("NETSTRAP_ENVIRONMENT", "host")
+        .envs(env.iter().copied())
+        .output()
+        .expect("netstrap runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn discover_prints_the_filled_in_connection_table() {
+    let o = netstrap(
+        &["discover"],
+        &[
+            ("NODE_TYPE", "operator"),
+            ("ANYLOG_BROKER_PORT", "32150"),
+            ("EXTERNAL_IP", "203.0.113.7"),
+            ("DNS", "op1.example.net"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for want in [
+        "| TCP            | 203.0.113.7:32148",
+        "| REST           | 203.0.113.7:32149",
+        "| Message broker | 203.0.113.7:32150",
+        "op1.example.net:32148",
+        "0.0.0.0:32148",
+        "run message broker",
+        "env EXTERNAL_IP",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+}
+
+#[test]
+fn discover_json_is_the_same_table_as_json() {
+    let o = netstrap(
+        &["discover", "--json"],
+        &[("NODE_TYPE", "query"), ("LOCAL_IP", "10.1.2.3"), ("REST_BIND", "true")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("valid JSON");
+    let rows = v["table"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["plane"], "rest");
+    assert_eq!(rows[1]["bind_ip"]["value"], "10.1.2.3");
+    assert_eq!(rows[1]["port"]["value"], 32349);
+    assert_eq!(v["discovery"]["local_ip"]["why"]["source"], "env LOCAL_IP");
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_every_problem() {
+    let o = netstrap(&["discover"], &[("ANYLOG_REST_PORT", "70000"), ("TCP_BIND", "maybe")]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("ANYLOG_REST_PORT=\"70000\"") && err.contains("TCP_BIND=\"maybe\""), "{err}");
+}
+
+#[test]
+fn a_missing_service_name_in_kubernetes_fails_with_what_to_set() {
+    let o = netstrap(&["discover"], &[("NETSTRAP_ENVIRONMENT", "kubernetes"), ("POD_IP", "10.244.1.7")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("set NETSTRAP_SERVICE"), "{}", stderr(&o));
+}
+
+#[test]
+fn config_file_and_set_flags_layer_over_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("netstrap.toml");
+    std::fs::write(&file, "NODE_TYPE = \"master\"\nCOMPANY_NAME = \"File Co\"\nANYLOG_REST_PORT = 1111\n")
+        .unwrap();
+    let o = netstrap(
+        &["--config", file.to_str().unwrap(), "--set", "ANYLOG_REST_PORT=2222", "discover", "--json"],
+        &[("ANYLOG_SERVER_PORT", "3333")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["table"]["rows"][0]["port"]["value"], 3333, "env over file");
+    assert_eq!(v["table"]["rows"][1]["port"]["value"], 2222, "flag over env");
+    let o = netstrap(&["--config", "/nonexistent/netstrap.toml", "discover"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/nonexistent/netstrap.toml"), "{}", stderr(&o));
+}
