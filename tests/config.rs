@@ -116,7 +116,8 @@ fn message(pairs: &[(&str, &str)]) -> String {
 
 #[test]
 fn each_bad_value_names_variable_value_and_what_is_accepted() {
-    let cases: &[(&[(&str, &str)], &[&str])] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
         (&[("ANYLOG_REST_PORT", "70000")], &["ANYLOG_REST_PORT", "\"70000\"", "out of range", "1-65535"]),
         (&[("ANYLOG_SERVER_PORT", "http")], &["ANYLOG_SERVER_PORT", "not a number"]),
         (&[("TCP_BIND", "maybe")], &["TCP_BIND", "\"maybe\"", "true or false"]),

@@ -515,20 +515,22 @@ impl Settings {
         };
         let shutdown_delay = seconds(&mut r, "NETSTRAP_SHUTDOWN_DELAY");
         let shutdown_grace = seconds(&mut r, "NETSTRAP_SHUTDOWN_GRACE").unwrap_or(Duration::from_secs(20));
-        let broker_credentials = match (r.string("NETSTRAP_BROKER_USERNAME"), layers.get("NETSTRAP_BROKER_PASSWORD")) {
-            (Some(u), Some((p, _))) => Some((u.value, Secret(p.to_string()))),
-            (None, None) => None,
-            (Some(_), None) | (None, Some(_)) => {
-                r.errors.push(ConfigError::Invalid {
-                    key: "NETSTRAP_BROKER_USERNAME".into(),
-                    value: "(one of the pair)".into(),
-                    origin: "combination".into(),
-                    problem: "username and password go together".into(),
-                    accepted: "both NETSTRAP_BROKER_USERNAME and NETSTRAP_BROKER_PASSWORD, or neither".into(),
-                });
-                None
-            }
-        };
+        let broker_credentials =
+            match (r.string("NETSTRAP_BROKER_USERNAME"), layers.get("NETSTRAP_BROKER_PASSWORD")) {
+                (Some(u), Some((p, _))) => Some((u.value, Secret(p.to_string()))),
+                (None, None) => None,
+                (Some(_), None) | (None, Some(_)) => {
+                    r.errors.push(ConfigError::Invalid {
+                        key: "NETSTRAP_BROKER_USERNAME".into(),
+                        value: "(one of the pair)".into(),
+                        origin: "combination".into(),
+                        problem: "username and password go together".into(),
+                        accepted: "both NETSTRAP_BROKER_USERNAME and NETSTRAP_BROKER_PASSWORD, or neither"
+                            .into(),
+                    });
+                    None
+                }
+            };
 
         let settings = Settings {
             node_name: r.string("NODE_NAME"),
