@@ -74,8 +74,16 @@ impl Metrics {
             r.register("received_bytes", "Bytes received from clients per plane", m.bytes_received.clone());
             r.register("sent_bytes", "Bytes sent to clients per plane", m.bytes_sent.clone());
             r.register("http_requests", "HTTP requests on the rest plane", m.http_requests.clone());
-            r.register("broker_clients", "MQTT clients connected to the embedded broker", m.broker_clients.clone());
-            r.register("broker_messages", "MQTT messages published to the embedded broker", m.broker_messages.clone());
+            r.register(
+                "broker_clients",
+                "MQTT clients connected to the embedded broker",
+                m.broker_clients.clone(),
+            );
+            r.register(
+                "broker_messages",
+                "MQTT messages published to the embedded broker",
+                m.broker_messages.clone(),
+            );
             r.register("ready", "1 when /readyz answers 200", m.ready.clone());
         }
         m

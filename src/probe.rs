@@ -28,10 +28,13 @@ pub fn probe(addr: SocketAddr, kind: ProbeKind, timeout: Duration) -> Result<(u1
         ProbeKind::Live => "/livez",
         ProbeKind::Ready => "/readyz?verbose",
     };
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: netstrap-probe\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: netstrap-probe\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send to {addr}: {e}"))?;
     let mut reply = Vec::new();
     // Bounded: a probe answer is small.

@@ -16,7 +16,8 @@ fn settings(pairs: &[(&str, &str)]) -> Settings {
 }
 
 fn ifaces() -> Vec<InterfaceAddr> {
-    let a = |name: &str, ip: &str, prefix| InterfaceAddr { name: name.into(), ip: ip.parse().unwrap(), prefix };
+    let a =
+        |name: &str, ip: &str, prefix| InterfaceAddr { name: name.into(), ip: ip.parse().unwrap(), prefix };
     vec![
         a("lo", "127.0.0.1", 8),
         a("lo", "::1", 128),
@@ -121,7 +122,11 @@ async fn explicit_external_ip_is_ingress_and_wins() {
 
 #[tokio::test]
 async fn external_dns_goes_first_when_enabled() {
-    let s = settings(&[("EXTERNAL_IP", "203.0.113.7"), ("ENABLE_DNS", "true"), ("EXTERNAL_DNS", "edge.example.net")]);
+    let s = settings(&[
+        ("EXTERNAL_IP", "203.0.113.7"),
+        ("ENABLE_DNS", "true"),
+        ("EXTERNAL_DNS", "edge.example.net"),
+    ]);
     let d = discover_with(&s, &facts()).await;
     assert_eq!(d.external.value.host, "edge.example.net");
 }
@@ -170,5 +175,8 @@ async fn ledger_conn_is_recomputed_from_the_stable_name_never_the_pod_ip() {
     assert_eq!(t.ledger_conn.value, "q.example.net:32048");
     let s = settings(&[("LEDGER_CONN", "master.edge.svc.cluster.local:32048")]);
     let t = ConnectionTable::plan(&s, &discover_with(&s, &facts()).await);
-    assert_eq!(t.ledger_conn.value, "master.edge.svc.cluster.local:32048", "any other value is used as given");
+    assert_eq!(
+        t.ledger_conn.value, "master.edge.svc.cluster.local:32048",
+        "any other value is used as given"
+    );
 }

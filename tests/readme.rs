@@ -7,8 +7,12 @@ const README: &str = include_str!("../README.md");
 
 #[test]
 fn readme_documents_every_variable() {
-    let missing: Vec<&str> =
-        EDGELAKE.iter().chain(NETSTRAP).map(|v| v.name).filter(|n| !README.contains(&format!("`{n}`"))).collect();
+    let missing: Vec<&str> = EDGELAKE
+        .iter()
+        .chain(NETSTRAP)
+        .map(|v| v.name)
+        .filter(|n| !README.contains(&format!("`{n}`")))
+        .collect();
     assert!(missing.is_empty(), "README.md lacks: {missing:?}");
 }
 
