@@ -4,11 +4,16 @@
 use std::net::IpAddr;
 
 use netstrap::config::{Layers, Origin, Settings};
+use netstrap::discover::dns::ResolvConf;
 use netstrap::discover::environment::{EnvironmentKind, HostFacts, environment};
 use netstrap::discover::external::ExternalIpSource;
 use netstrap::discover::local_ip::{InterfaceAddr, local_ip};
+use netstrap::discover::name::NameFacts;
 use netstrap::discover::{MachineFacts, discover_with};
+
+mod support;
 use netstrap::table::{ConnectionTable, Plane};
+use support::dns_server::ClusterDns;
 
 fn settings(pairs: &[(&str, &str)]) -> Settings {
     Settings::parse(&Layers::new().push(Origin::Env, pairs.iter().map(|(k, v)| (*k, v.to_string()))))
@@ -103,7 +108,7 @@ fn environment_kind_detection() {
 }
 
 fn facts() -> MachineFacts {
-    MachineFacts { host: HostFacts::default(), interfaces: ifaces(), route_ips: vec![ip("10.244.1.7")] }
+    MachineFacts { interfaces: ifaces(), route_ips: vec![ip("10.244.1.7")], ..Default::default() }
 }
 
 #[tokio::test]
@@ -179,4 +184,69 @@ async fn ledger_conn_is_recomputed_from_the_stable_name_never_the_pod_ip() {
         t.ledger_conn.value, "master.edge.svc.cluster.local:32048",
         "any other value is used as given"
     );
+}
+
+fn pod_facts(resolv: &str) -> MachineFacts {
+    MachineFacts {
+        names: NameFacts { resolv_conf: Some(ResolvConf::parse(resolv)), sa_namespace: Some("edge".into()) },
+        ..facts()
+    }
+}
+
+const POD_RESOLV: &str =
+    "search edge.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n";
+
+#[tokio::test]
+async fn in_kubernetes_the_stable_name_is_the_service_fqdn_resolved_by_the_cluster_dns() {
+    let dns = ClusterDns::start(&[("op.edge.svc.cluster.local", ip("10.96.7.7"))]).await;
+    let ns = dns.addr.to_string();
+    let s = settings(&[
+        ("NETSTRAP_ENVIRONMENT", "kubernetes"),
+        ("NETSTRAP_SERVICE", "op"),
+        ("POD_IP", "10.244.1.7"),
+        ("NETSTRAP_NAMESERVER", &ns),
+    ]);
+    let d = discover_with(&s, &pod_facts(POD_RESOLV)).await;
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+    assert_eq!(d.stable_name.value, "op.edge.svc.cluster.local");
+    let why = d.stable_name.why.summary();
+    assert!(why.contains("service-account namespace file") && why.contains("search entry"), "{why}");
+    assert_eq!(d.resolution.as_ref().unwrap().addresses, vec![ip("10.96.7.7")]);
+    let t = ConnectionTable::plan(&s, &d);
+    assert!(t.rows.iter().all(|r| r.cluster_host.value == "op.edge.svc.cluster.local"));
+    assert!(
+        !serde_json::to_string(&t).unwrap().contains("\"10.244.1.7:"),
+        "the pod IP is never an advertised address"
+    );
+}
+
+#[tokio::test]
+async fn a_custom_cluster_domain_and_per_pod_names() {
+    let resolv = "search edge.svc.corp.example svc.corp.example corp.example\nnameserver 10.96.0.10\n";
+    let s = settings(&[
+        ("NETSTRAP_ENVIRONMENT", "kubernetes"),
+        ("KUBERNETES_SERVICE_IP", "op"),
+        ("NETSTRAP_PER_POD_NAME", "true"),
+        ("HOSTNAME", "op-0"),
+        ("NETSTRAP_SOURCE_TIMEOUT_MS", "200"),
+        ("NETSTRAP_NAMESERVER", "127.0.0.1:9"),
+    ]);
+    let d = discover_with(&s, &pod_facts(resolv)).await;
+    assert_eq!(d.stable_name.value, "op-0.op.edge.svc.corp.example");
+    assert!(d.resolution.as_ref().unwrap().error.is_some(), "nothing answers on port 9");
+    assert!(d.warnings.iter().any(|w| w.contains("does not resolve yet")), "{:?}", d.warnings);
+}
+
+#[tokio::test]
+async fn without_a_cluster_domain_discovery_says_what_to_set() {
+    let s = settings(&[("NETSTRAP_ENVIRONMENT", "kubernetes"), ("NETSTRAP_SERVICE", "op")]);
+    let d = discover_with(&s, &pod_facts("nameserver 8.8.8.8\n")).await;
+    assert!(d.problems.iter().any(|p| p.contains("NETSTRAP_CLUSTER_DOMAIN")), "{:?}", d.problems);
+    let s = settings(&[
+        ("NETSTRAP_ENVIRONMENT", "kubernetes"),
+        ("NETSTRAP_SERVICE", "Edge_Op"),
+        ("NETSTRAP_CLUSTER_DOMAIN", "cluster.local"),
+    ]);
+    let d = discover_with(&s, &pod_facts(POD_RESOLV)).await;
+    assert!(d.problems.iter().any(|p| p.contains("Edge_Op")), "{:?}", d.problems);
 }

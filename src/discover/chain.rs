@@ -6,10 +6,11 @@ use std::net::IpAddr;
 use crate::config::{ExternalStep, PlaneSettings, Settings};
 use crate::provenance::{Found, Provenance};
 
-use super::environment::{EnvironmentKind, HostFacts, environment};
+use super::environment::{HostFacts, environment};
 use super::external::{ExternalCandidate, ExternalIpSource};
 use super::local_ip::{InterfaceAddr, default_route_ips, interfaces, local_ip};
-use super::{Discovery, ExposedPort, SourceError};
+use super::name::{NameFacts, resolution, stable_name};
+use super::{Discovery, ExposedPort, Resolution, SourceError};
 
 /// What discovery reads from the machine, gathered up front so the rest can be tested
 /// with made-up facts.
@@ -18,6 +19,7 @@ pub struct MachineFacts {
     pub host: HostFacts,
     pub interfaces: Vec<InterfaceAddr>,
     pub route_ips: Vec<IpAddr>,
+    pub names: NameFacts,
 }
 
 impl MachineFacts {
@@ -26,6 +28,7 @@ impl MachineFacts {
             host: HostFacts::read(settings),
             interfaces: interfaces(),
             route_ips: default_route_ips(),
+            names: NameFacts::read(settings),
         }
     }
 }
@@ -62,7 +65,12 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
         ));
     }
 
-    let stable_name = stable_name(settings, environment.value, &local_ip, &mut problems);
+    let stable_name = stable_name(settings, environment.value, &local_ip, &facts.names, &mut problems);
+    let resolution =
+        if problems.is_empty() { resolution(settings, &facts.names, &stable_name.value).await } else { None };
+    if let Some(Resolution { error: Some(e), .. }) = &resolution {
+        warnings.push(format!("the stable name {} does not resolve yet: {e}", stable_name.value));
+    }
 
     let tcp = exposed("NETSTRAP_TCP_EXTERNAL_PORT", &settings.tcp);
     let rest = exposed("NETSTRAP_REST_EXTERNAL_PORT", &settings.rest);
@@ -83,7 +91,7 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
         external,
         candidates,
         stable_name,
-        resolution: None,
+        resolution,
         tcp,
         rest,
         broker,
@@ -181,40 +189,4 @@ async fn external_step(
         }
         _ => Err(SourceError::NotConfigured("not available yet".into())),
     }
-}
-
-/// The stable name peers use inside the cluster.
-fn stable_name(
-    settings: &Settings,
-    kind: EnvironmentKind,
-    local_ip: &Found<IpAddr>,
-    problems: &mut Vec<String>,
-) -> Found<String> {
-    let mut skipped = Vec::new();
-    if let Some(dns) = &settings.dns {
-        return dns.clone();
-    }
-    skipped.push("DNS not set".to_string());
-    if let (Some(domain), Some(host)) = (&settings.dns_domain, &settings.hostname) {
-        return Found::new(
-            format!("{host}.{}", domain.value),
-            Provenance::new("HOSTNAME + env DNS_DOMAIN").after(skipped),
-        );
-    }
-    skipped.push("DNS_DOMAIN not set".to_string());
-    if kind == EnvironmentKind::Kubernetes {
-        problems.push(
-            "the stable name: set NETSTRAP_SERVICE (or KUBERNETES_SERVICE_IP) to the Service that selects this pod"
-                .into(),
-        );
-    }
-    if let Some(ip) = &settings.overlay_ip {
-        return Found::new(ip.value.to_string(), Provenance::new("env OVERLAY_IP").after(skipped));
-    }
-    skipped.push("OVERLAY_IP not set".to_string());
-    Found::new(
-        local_ip.value.to_string(),
-        Provenance::new("the local IP (no stable name configured: set DNS or NETSTRAP_SERVICE)")
-            .after(skipped),
-    )
 }

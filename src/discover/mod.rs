@@ -10,6 +10,7 @@ pub mod external;
 pub mod http;
 pub mod kubernetes;
 pub mod local_ip;
+pub mod name;
 pub mod stun;
 
 use std::time::Duration;
