@@ -250,3 +250,83 @@ async fn without_a_cluster_domain_discovery_says_what_to_set() {
     let d = discover_with(&s, &pod_facts(POD_RESOLV)).await;
     assert!(d.problems.iter().any(|p| p.contains("Edge_Op")), "{:?}", d.problems);
 }
+
+/// An HTTP server that answers every request with `body`, or never answers when `None`.
+async fn http_server(body: Option<&'static str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                match body {
+                    Some(b) => {
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                            b.len()
+                        );
+                        let _ = s.write_all(reply.as_bytes()).await;
+                    }
+                    None => tokio::time::sleep(std::time::Duration::from_secs(30)).await,
+                }
+            });
+        }
+    });
+    format!("http://{addr}/")
+}
+
+#[tokio::test]
+async fn a_hanging_source_costs_no_more_than_its_timeout_and_the_chain_falls_through() {
+    let hang = http_server(None).await;
+    let silent_udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let stun = silent_udp.local_addr().unwrap().to_string();
+    let s = settings(&[
+        ("NETSTRAP_EXTERNAL_SOURCES", "stun,echo,fallback"),
+        ("NETSTRAP_STUN_SERVERS", &stun),
+        ("NETSTRAP_ECHO_URL", &hang),
+        ("NETSTRAP_SOURCE_TIMEOUT_MS", "300"),
+    ]);
+    let started = std::time::Instant::now();
+    let d = discover_with(&s, &facts()).await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < std::time::Duration::from_millis(900), "two 300 ms sources took {elapsed:?}");
+    assert_eq!(d.external.value.source, ExternalIpSource::LocalFallback);
+    let skipped = d.external.why.skipped.join("\n");
+    assert!(skipped.contains("stun: no answer within 300ms"), "{skipped}");
+    assert!(skipped.contains("echo: no answer within 300ms"), "{skipped}");
+    assert!(skipped.find("stun").unwrap() < skipped.find("echo").unwrap(), "in chain order");
+}
+
+#[tokio::test]
+async fn egress_answers_are_kept_but_a_later_ingress_answer_wins() {
+    let echo = http_server(Some("198.51.100.4\n")).await;
+    let s = settings(&[
+        ("NETSTRAP_EXTERNAL_SOURCES", "echo,explicit,fallback"),
+        ("NETSTRAP_ECHO_URL", &echo),
+        ("EXTERNAL_IP", "203.0.113.7"),
+    ]);
+    let d = discover_with(&s, &facts()).await;
+    assert_eq!(d.external.value.host, "203.0.113.7", "ingress (explicit) beats egress (echo)");
+    assert!(d.candidates.iter().any(|c| c.host == "198.51.100.4" && c.source == ExternalIpSource::HttpEcho));
+
+    let s = settings(&[("NETSTRAP_EXTERNAL_SOURCES", "echo,fallback"), ("NETSTRAP_ECHO_URL", &echo)]);
+    let d = discover_with(&s, &facts()).await;
+    assert_eq!(d.external.value.host, "198.51.100.4", "egress beats the local fallback");
+    assert!(d.external.why.source.contains("HTTP echo"));
+}
+
+#[tokio::test]
+async fn network_sources_are_off_unless_configured() {
+    let s = settings(&[
+        ("NETSTRAP_EXTERNAL_SOURCES", "aws,stun,echo,fallback"),
+        ("NETSTRAP_METADATA_URL", "http://127.0.0.1:9"),
+    ]);
+    let d = discover_with(&s, &facts()).await;
+    let skipped = d.external.why.skipped.join("\n");
+    assert!(skipped.contains("stun: off (NETSTRAP_STUN_SERVERS not set)"), "{skipped}");
+    assert!(skipped.contains("echo: off (NETSTRAP_ECHO_URL not set)"), "{skipped}");
+    assert!(skipped.contains("aws: cannot connect"), "aws was listed, so it was asked: {skipped}");
+}

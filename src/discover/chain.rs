@@ -10,7 +10,7 @@ use super::environment::{HostFacts, environment};
 use super::external::{ExternalCandidate, ExternalIpSource};
 use super::local_ip::{InterfaceAddr, default_route_ips, interfaces, local_ip};
 use super::name::{NameFacts, resolution, stable_name};
-use super::{Discovery, ExposedPort, Resolution, SourceError};
+use super::{Discovery, ExposedPort, Resolution, SourceError, cloud, echo, stun, with_timeout};
 
 /// What discovery reads from the machine, gathered up front so the rest can be tested
 /// with made-up facts.
@@ -187,6 +187,46 @@ async fn external_step(
                 None => Err(SourceError::NotConfigured("EXTERNAL_IP not set".into())),
             }
         }
-        _ => Err(SourceError::NotConfigured("not available yet".into())),
+        ExternalStep::Aws | ExternalStep::Gcp | ExternalStep::Azure => {
+            let timeout = settings.source_timeout;
+            let (source, default_base) = match step {
+                ExternalStep::Aws => (ExternalIpSource::Aws, cloud::AWS_METADATA_BASE),
+                ExternalStep::Gcp => (ExternalIpSource::Gcp, cloud::GCP_METADATA_BASE),
+                _ => (ExternalIpSource::Azure, cloud::AZURE_METADATA_BASE),
+            };
+            let base = settings.metadata_url.as_deref().unwrap_or(default_base);
+            let ip = match step {
+                ExternalStep::Aws => cloud::aws_public_ipv4(base, timeout).await?,
+                ExternalStep::Gcp => cloud::gcp_external_ip(base, timeout).await?,
+                _ => cloud::azure_public_ip(base, timeout).await?,
+            };
+            Ok((cand(ip.to_string(), source), format!("{} instance metadata at {base}", step_name(step))))
+        }
+        ExternalStep::Stun => {
+            if settings.stun_servers.is_empty() {
+                return Err(SourceError::NotConfigured("off (NETSTRAP_STUN_SERVERS not set)".into()));
+            }
+            // One bound for the whole step, however many servers are listed.
+            let m = with_timeout(
+                settings.source_timeout,
+                stun::first_mapped(&settings.stun_servers, settings.source_timeout),
+            )
+            .await?;
+            Ok((
+                cand(m.address.ip().to_string(), ExternalIpSource::Stun),
+                format!("STUN binding via {}", m.server),
+            ))
+        }
+        ExternalStep::Echo => {
+            let Some(url) = &settings.echo_url else {
+                return Err(SourceError::NotConfigured("off (NETSTRAP_ECHO_URL not set)".into()));
+            };
+            let ip = echo::http_echo(url, settings.source_timeout).await?;
+            Ok((cand(ip.to_string(), ExternalIpSource::HttpEcho), format!("HTTP echo {url}")))
+        }
+        ExternalStep::Service | ExternalStep::Node => {
+            Err(SourceError::NotConfigured("not in Kubernetes".into()))
+        }
+        ExternalStep::Fallback => Err(SourceError::NotConfigured("the last resort".into())),
     }
 }
