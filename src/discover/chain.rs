@@ -3,14 +3,21 @@
 
 use std::net::IpAddr;
 
-use crate::config::{ExternalStep, PlaneSettings, Settings};
+use crate::config::{ExternalStep, Settings};
 use crate::provenance::{Found, Provenance};
 
+use super::cluster_api::KubeContext;
 use super::environment::{HostFacts, environment};
 use super::external::{ExternalCandidate, ExternalIpSource};
 use super::local_ip::{InterfaceAddr, default_route_ips, interfaces, local_ip};
 use super::name::{NameFacts, resolution, stable_name};
-use super::{Discovery, ExposedPort, Resolution, SourceError, cloud, echo, stun, with_timeout};
+use super::{Discovery, Resolution, SourceError, cloud, echo, stun, with_timeout};
+
+/// Container/Service port names that identify each plane when a Service's targetPort is a
+/// name (k8s/ names them `tcp`, `rest`, `broker`).
+const PORT_NAMES_TCP: &[&str] = &["tcp", "anylog-tcp", "server"];
+const PORT_NAMES_REST: &[&str] = &["rest", "anylog-rest", "http"];
+const PORT_NAMES_BROKER: &[&str] = &["broker", "anylog-broker", "mqtt"];
 
 /// What discovery reads from the machine, gathered up front so the rest can be tested
 /// with made-up facts.
@@ -56,7 +63,17 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
     }
     let host_ip = settings.host_ip.clone();
 
-    let (external, candidates) = external_chain(settings, &local_ip).await;
+    let kube = KubeContext::gather(settings, environment.value, &facts.names).await;
+    if let Err(
+        e @ (SourceError::Forbidden(_)
+        | SourceError::Failed(_)
+        | SourceError::Timeout(_)
+        | SourceError::NotFound(_)),
+    ) = &kube.service
+    {
+        warnings.push(format!("Kubernetes API: {e}; external ports come from configuration"));
+    }
+    let (external, candidates) = external_chain(settings, &kube, &local_ip).await;
     if external.value.source == ExternalIpSource::LocalFallback {
         warnings.push(format!(
             "no external address found; advertising the local IP {} ({})",
@@ -72,10 +89,14 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
         warnings.push(format!("the stable name {} does not resolve yet: {e}", stable_name.value));
     }
 
-    let tcp = exposed("NETSTRAP_TCP_EXTERNAL_PORT", &settings.tcp);
-    let rest = exposed("NETSTRAP_REST_EXTERNAL_PORT", &settings.rest);
-    let broker =
-        settings.broker.port.as_ref().map(|_| exposed("NETSTRAP_BROKER_EXTERNAL_PORT", &settings.broker));
+    let src = external.value.source;
+    let tcp = kube.exposed("NETSTRAP_TCP_EXTERNAL_PORT", PORT_NAMES_TCP, &settings.tcp, src);
+    let rest = kube.exposed("NETSTRAP_REST_EXTERNAL_PORT", PORT_NAMES_REST, &settings.rest, src);
+    let broker = settings
+        .broker
+        .port
+        .as_ref()
+        .map(|_| kube.exposed("NETSTRAP_BROKER_EXTERNAL_PORT", PORT_NAMES_BROKER, &settings.broker, src));
 
     if let Some(proxy) = &settings.proxy_ip {
         warnings.push(format!(
@@ -92,6 +113,7 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
         candidates,
         stable_name,
         resolution,
+        service: kube.service.as_ref().ok().cloned(),
         tcp,
         rest,
         broker,
@@ -100,25 +122,12 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
     }
 }
 
-/// The ports of one plane: configured external port, else the internal port.
-fn exposed(external_var: &str, s: &PlaneSettings) -> ExposedPort {
-    let internal = s.port.clone().unwrap_or_else(|| Found::new(0, Provenance::new("no port")));
-    let same =
-        |what: &str| Found::new(internal.value, Provenance::new(format!("the internal port ({what})")));
-    ExposedPort {
-        cluster: same("no Service port known"),
-        external: s
-            .external_port
-            .clone()
-            .unwrap_or_else(|| same(&format!("no Service nodePort, {external_var} not set"))),
-    }
-}
-
 /// The external IP chain, in the configured order. The first *ingress* candidate wins; an
 /// egress candidate (the address we leave through) is kept and used only when no ingress
 /// source answers; the local IP is the last resort.
 async fn external_chain(
     settings: &Settings,
+    kube: &KubeContext,
     local_ip: &Found<IpAddr>,
 ) -> (Found<ExternalCandidate>, Vec<ExternalCandidate>) {
     let mut skipped = Vec::new();
@@ -133,7 +142,7 @@ async fn external_chain(
         if is_egress_only && egress.is_some() {
             continue;
         }
-        let result = external_step(settings, *step).await;
+        let result = external_step(settings, kube, *step).await;
         match result {
             Ok((cand, why)) => {
                 candidates.push(cand.clone());
@@ -165,6 +174,18 @@ fn step_name(step: ExternalStep) -> String {
 }
 
 async fn external_step(
+    settings: &Settings,
+    kube: &KubeContext,
+    step: ExternalStep,
+) -> Result<(ExternalCandidate, String), SourceError> {
+    match step {
+        ExternalStep::Service => kube.service_step(),
+        ExternalStep::Node => kube.node_step(settings).await,
+        _ => other_step(settings, step).await,
+    }
+}
+
+async fn other_step(
     settings: &Settings,
     step: ExternalStep,
 ) -> Result<(ExternalCandidate, String), SourceError> {

@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub mod cloud;
+pub mod cluster_api;
 pub mod dns;
 pub mod echo;
 pub mod environment;
@@ -91,6 +92,9 @@ pub struct Discovery {
     /// What the stable name resolves to; `None` when it is an IP address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolution: Option<Resolution>,
+    /// This node's Service as the Kubernetes API described it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<kubernetes::ServiceFacts>,
     pub tcp: ExposedPort,
     pub rest: ExposedPort,
     #[serde(skip_serializing_if = "Option::is_none")]
