@@ -1,5 +1,26 @@
 #![forbid(unsafe_code)]
-//! netstrap — a correct, stable network identity for peer-to-peer data nodes.
+//! netstrap — a correct, stable network identity for peer-to-peer data nodes
+//! (EdgeLake/AnyLog first) on Kubernetes, Docker and plain hosts.
+//!
+//! # Layout
+//!
+//! Modules follow the data flow; each stage hands plain structs to the next.
+//!
+//! - [`config`] — flags > environment > TOML file > defaults, parsed by a pure function of
+//!   [`config::Layers`]; EdgeLake's variable names and defaults; [`config::variables`] is the
+//!   reference the README is checked against.
+//! - [`discover`] — the environment kind, the local IP, the external IP chain
+//!   ([`discover::external`], with [`discover::cloud`], [`discover::stun`], [`discover::echo`]
+//!   and the Kubernetes API in [`discover::kubernetes`] / [`discover::cluster_api`]), the
+//!   stable name ([`discover::name`], [`discover::dns`]) and the exposed ports; every value
+//!   with its [`provenance`].
+//! - [`table`] — the connection table: what each plane binds and advertises, and why.
+//! - [`bind`] — binding the listeners, with errors that name plane, address and cause.
+//! - [`planes`] — the tcp (peer protocol / relay), rest (API + proxy) and broker (MQTT) planes.
+//! - [`health`] — readiness latches and draining; [`metrics`] — Prometheus metrics.
+//! - `lifecycle` — `netstrap run`: discover, bind, serve, shut down gracefully.
+//! - [`policy`] — EdgeLake policy ids and templates.
+//! - [`cli`], [`report`], [`probe`], [`logging`] — the command line and its output.
 
 pub mod bind;
 pub mod cli;
