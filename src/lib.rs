@@ -34,4 +34,5 @@ pub mod policy;
 pub mod probe;
 pub mod provenance;
 pub mod report;
+pub mod state;
 pub mod table;

@@ -145,6 +145,8 @@ pub struct Settings {
     pub state: String,
     pub city: String,
     pub config_name: Option<String>,
+    pub cluster_name: Option<String>,
+    pub cluster_id: Option<String>,
     pub hostname: Option<String>,
 
     pub tcp: PlaneSettings,
@@ -540,6 +542,8 @@ impl Settings {
             state: r.text("STATE", "Unknown"),
             city: r.text("CITY", "Unknown"),
             config_name: r.string("CONFIG_NAME").map(|f| f.value),
+            cluster_name: r.string("CLUSTER_NAME").map(|f| f.value),
+            cluster_id: r.string("NETSTRAP_CLUSTER_ID").map(|f| f.value),
             hostname: r.string("HOSTNAME").map(|f| f.value),
             tcp,
             rest,

@@ -67,6 +67,7 @@ pub const EDGELAKE: &[Variable] = &[
     ),
     v("IS_KUBERNETES", "detected", "true/false forces the environment kind to kubernetes/host"),
     v("PROXY_IP", "unset", "EdgeLake chart's `<ns>.<svc>.svc.cluster.local` (reversed); read only to warn"),
+    v("CLUSTER_NAME", "unset", "operator: the cluster policy's name, looked up in the registry for its id"),
     v("CONFIG_NAME", "<node_type>-<company>-configs[-broker]", "config policy name"),
     v("HOSTNAME", "the system hostname", "hostname in the policy and default node name outside Kubernetes"),
     v("POD_IP", "unset", "downward API status.podIP"),
