@@ -33,6 +33,7 @@ pub mod planes;
 pub mod policy;
 pub mod probe;
 pub mod provenance;
+pub mod registry;
 pub mod report;
 pub mod state;
 pub mod table;
