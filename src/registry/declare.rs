@@ -49,7 +49,7 @@ pub fn same_content(stored: &Value, rendered: &Value) -> bool {
         let (ty, inner) = v.as_object()?.iter().next()?;
         let mut inner = inner.as_object()?.clone();
         for f in REGISTRY_FIELDS {
-            inner.remove(*f);
+            inner.shift_remove(*f);
         }
         Some(serde_json::json!({ ty.as_str(): inner }))
     };

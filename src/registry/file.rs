@@ -203,9 +203,9 @@ fn stamp(policy: &Value) -> Result<Value, RegistryError> {
         return Err(RegistryError::Invalid("a policy is {\"<type>\": {...}}".into()));
     };
     let mut out: Map<String, Value> = inner.as_object().cloned().unwrap_or_default();
-    out.remove("id");
-    out.remove("date");
-    out.remove("ledger");
+    out.shift_remove("id");
+    out.shift_remove("date");
+    out.shift_remove("ledger");
     out.insert("id".into(), Value::String(id));
     out.insert("date".into(), Value::String(now_iso()));
     out.insert("ledger".into(), Value::String("local".into()));
