@@ -22,6 +22,7 @@
 //! - [`policy`] — EdgeLake policy ids and templates.
 //! - [`cli`], [`report`], [`probe`], [`logging`] — the command line and its output.
 
+pub mod advertise;
 pub mod bind;
 pub mod cli;
 pub mod config;

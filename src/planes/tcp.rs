@@ -1,1 +1,84 @@
-//! (being written)
+//! The tcp plane: the node's peer-messaging port. Two modes:
+//!
+//! - **native** ([`serve_native`]) — netstrap's peer protocol (DESIGN.md §4): newline-delimited
+//!   JSON, one request line → one response line, bounded line length and idle timeout.
+//!   [`handle_line`] is the whole protocol as a pure function; [`hello`] is the client that
+//!   self-verification and `netstrap peers` use to prove which node answers an address.
+//! - **relay** ([`serve_relay`]) — an L4 relay to the co-located node's own TCP server, with an
+//!   optional PROXY protocol v2 header so the node sees its peers' real addresses.
+//!
+//! # Shutdown
+//!
+//! Both `serve_*` functions stop accepting as soon as the [`Shutdown`] token is cancelled, then
+//! wait for their in-flight connections and return only when the last one has finished. The
+//! caller owns the grace period: it bounds the wait by bounding the future, e.g.
+//! `tokio::time::timeout(grace, serve_relay(..))`, and tasks still running after that are
+//! dropped with the runtime. Native connections close after answering the request they are
+//! reading (an idle peer is not waited for); relayed transfers run to completion (or until
+//! their idle timeout), because cutting a peer message in half is worse than a late exit.
+//!
+//! Per-connection errors are logged, never returned.
+
+mod hello;
+mod native;
+mod relay;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+use super::Shutdown;
+
+pub use hello::hello;
+pub use native::{MAX_NONCE, NativeOptions, handle_line, serve_native};
+pub use relay::{RelayOptions, serve_relay};
+
+/// Concurrent connections either mode accepts by default; more are closed at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Accept until `shutdown`, at most `max` connections at once (extra ones are closed with a
+/// warning), each handled on its own task so a slow peer never holds up `accept`; then wait
+/// for every handler to finish.
+async fn accept_loop<F, Fut>(listener: TcpListener, max: usize, shutdown: &Shutdown, mut handle: F)
+where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let tracker = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(max.max(1)));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!("tcp plane: accept failed: {e}");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    }
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!(%peer, max, "tcp plane: connection limit reached; closing the new connection");
+            continue;
+        };
+        let work = handle(stream, peer);
+        tracker.spawn(async move {
+            work.await;
+            drop(permit);
+        });
+    }
+    // Closing the listener now makes new connection attempts fail at once instead of
+    // queueing in the backlog while in-flight work drains.
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+}

@@ -65,12 +65,13 @@ fn id_of(v: &Value) -> Option<String> {
 
 /// Declare `policy` in `registry`, idempotently.
 pub async fn declare(registry: &Registry, policy: &Value) -> Result<Declared, RegistryError> {
-    match registry {
-        Registry::None => return Ok(Declared::NotDeclared),
-        Registry::File(f) => {
-            let (f, p) = (f.clone(), policy.clone());
-            return super::blocking(move || f.declare(&p)).await;
-        }
+    if let Registry::None = registry {
+        return Ok(Declared::NotDeclared);
+    }
+    // The file ledger declares under its lock, so concurrent writers cannot both insert.
+    if let Registry::File(f) = registry {
+        let (f, p) = (f.clone(), policy.clone());
+        return super::blocking(move || f.declare(&p)).await;
     }
     let (ty, company, name) = identity(policy)?;
     let stored = registry.find(&ty, &company, &name).await?;

@@ -1,0 +1,204 @@
+//! Files for the co-located node, written atomically into the state dir:
+//!
+//! | File | Content |
+//! |---|---|
+//! | `netstrap.env` | `KEY=VALUE`: the resolved addresses and ports, with EdgeLake's own variable names (`DNS`, `EXTERNAL_IP`, ports, `LEDGER_CONN`, ...) so its scripts produce the same stable policy |
+//! | `node_policy.json` | the node policy as declared |
+//! | `config_policy.json` | the config policy (quoted `"!var"` literals) |
+//! | `network.json` | the connection table and the discovery behind it |
+//! | `netstrap.al` | EdgeLake commands: the node binds loopback on its internal ports (netstrap relays to them) and replies with the advertised address |
+//!
+//! `netstrap.env` values are written bare when they are plain words, else in double quotes
+//! with `\` and `"` escaped (docker compose and systemd read both forms).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::config::{BrokerMode, Settings, TcpMode};
+use crate::discover::Discovery;
+use crate::policy::template::{NoVars, expand};
+use crate::table::{ConnectionTable, Plane};
+
+/// Everything the files are rendered from.
+pub struct NodeFiles<'a> {
+    pub settings: &'a Settings,
+    pub discovery: &'a Discovery,
+    pub table: &'a ConnectionTable,
+    pub node_policy: &'a Value,
+    pub config_policy: &'a Value,
+    pub policy_id: Option<&'a str>,
+}
+
+/// The policy's inner object.
+fn inner(policy: &Value) -> Option<&serde_json::Map<String, Value>> {
+    policy.as_object()?.values().next()?.as_object()
+}
+
+fn field(policy: &Value, key: &str) -> Option<String> {
+    inner(policy)?.get(key).map(|v| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+impl NodeFiles<'_> {
+    /// The node variables the files are rendered from (`!name` in templates).
+    pub fn vars(&self) -> BTreeMap<String, String> {
+        let mut v = BTreeMap::new();
+        let s = self.settings;
+        let ip = field(self.node_policy, "ip").unwrap_or_default();
+        v.insert("external_ip".into(), ip.clone());
+        v.insert("stable_name".into(), self.discovery.stable_name.value.clone());
+        v.insert("advertised_port".into(), field(self.node_policy, "port").unwrap_or_default());
+        for row in &self.table.rows {
+            let p = crate::report::json_name(&row.plane);
+            let internal = self.upstream(row.plane).map(|a| a.port()).unwrap_or(row.port.value);
+            v.insert(format!("{p}_internal_port"), internal.to_string());
+            v.insert(format!("{p}_threads"), row.threads.value.to_string());
+            let (host, port) = match row.plane {
+                Plane::Tcp => (ip.clone(), field(self.node_policy, "port")),
+                Plane::Rest => (ip.clone(), field(self.node_policy, "rest_port")),
+                Plane::Broker => (ip.clone(), field(self.node_policy, "broker_port")),
+            };
+            v.insert(format!("{p}_external_ip"), host);
+            v.insert(
+                format!("{p}_external_port"),
+                port.unwrap_or_else(|| row.external_port.value.to_string()),
+            );
+        }
+        v.insert("rest_timeout".into(), s.rest_timeout.value.as_secs().to_string());
+        v
+    }
+
+    /// Where netstrap relays a plane to the node, if it does.
+    fn upstream(&self, plane: Plane) -> Option<SocketAddr> {
+        let s = self.settings;
+        match plane {
+            Plane::Tcp if s.tcp_mode.value == TcpMode::Relay => s.tcp_upstream,
+            Plane::Rest => s.rest_upstream,
+            Plane::Broker if s.broker_mode.value == BrokerMode::Relay => s.broker_upstream,
+            _ => None,
+        }
+    }
+
+    /// `netstrap.al`: the listener commands for a node behind netstrap.
+    pub fn al(&self) -> String {
+        let mut t = String::from(
+            "# Rendered by netstrap: the node listens on loopback behind netstrap's relays and\n\
+             # advertises the stable addresses. Apply with: process !anylog_path/netstrap.al\n",
+        );
+        for row in &self.table.rows {
+            let p = crate::report::json_name(&row.plane);
+            match (row.plane, self.upstream(row.plane)) {
+                (Plane::Tcp, Some(up)) => t.push_str(&format!(
+                    "run tcp server where external_ip=!tcp_external_ip and external_port=!tcp_external_port and \
+                     internal_ip={} and internal_port=!tcp_internal_port and bind=true and threads=!tcp_threads\n",
+                    up.ip()
+                )),
+                (Plane::Rest, Some(up)) => t.push_str(&format!(
+                    "run rest server where external_ip=!rest_external_ip and external_port=!rest_external_port and \
+                     internal_ip={} and internal_port=!rest_internal_port and timeout=!rest_timeout and \
+                     threads=!rest_threads and ssl=false and bind=true\n",
+                    up.ip()
+                )),
+                (Plane::Broker, Some(up)) => t.push_str(&format!(
+                    "run message broker where external_ip=!broker_external_ip and external_port=!broker_external_port \
+                     and internal_ip={} and internal_port=!broker_internal_port and bind=true and \
+                     threads=!broker_threads\n",
+                    up.ip()
+                )),
+                (_, None) => t.push_str(&format!(
+                    "# {p}: served by netstrap itself on port {} (no upstream configured)\n",
+                    row.port.value
+                )),
+            }
+        }
+        // With bind=true EdgeLake records the loopback bind address as its own address, so
+        // the address it puts in replies must be set explicitly.
+        t.push_str("set reply ip and port = !external_ip:!advertised_port\n");
+        // The template only uses variables defined above; a failure would be a netstrap bug.
+        expand(&t, &self.vars(), &NoVars).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// `netstrap.env`.
+    pub fn env(&self) -> String {
+        let s = self.settings;
+        let d = self.discovery;
+        let mut kv: Vec<(String, String)> = Vec::new();
+        let mut put = |k: &str, v: String| kv.push((k.to_string(), v));
+        put("NODE_TYPE", s.node_type.value.name().into());
+        put("NODE_NAME", field(self.node_policy, "name").unwrap_or_default());
+        put("COMPANY_NAME", s.company_name.clone());
+        // EdgeLake puts DNS into local_ip: the stable name instead of the pod IP.
+        put("DNS", d.stable_name.value.clone());
+        let ip = field(self.node_policy, "ip").unwrap_or_default();
+        if ip.parse::<std::net::IpAddr>().is_ok() {
+            put("EXTERNAL_IP", ip.clone());
+        } else {
+            put("ENABLE_DNS", "true".into());
+            put("EXTERNAL_DNS", ip.clone());
+        }
+        for row in &self.table.rows {
+            let internal = self.upstream(row.plane).map(|a| a.port()).unwrap_or(row.port.value);
+            let (var, bind) = match row.plane {
+                Plane::Tcp => ("ANYLOG_SERVER_PORT", "TCP_BIND"),
+                Plane::Rest => ("ANYLOG_REST_PORT", "REST_BIND"),
+                Plane::Broker => ("ANYLOG_BROKER_PORT", "BROKER_BIND"),
+            };
+            put(var, internal.to_string());
+            put(bind, self.upstream(row.plane).is_some().to_string());
+        }
+        put("LEDGER_CONN", self.table.ledger_conn.value.clone());
+        put("NETSTRAP_STABLE_NAME", d.stable_name.value.clone());
+        put("NETSTRAP_EXTERNAL_HOST", d.external.value.host.clone());
+        for row in &self.table.rows {
+            let p = crate::report::json_name(&row.plane).to_uppercase();
+            put(
+                &format!("NETSTRAP_{p}_ADVERTISED"),
+                crate::table::host_port(&row.external_host.value, row.external_port.value),
+            );
+            put(
+                &format!("NETSTRAP_{p}_CLUSTER"),
+                crate::table::host_port(&row.cluster_host.value, row.cluster_port.value),
+            );
+        }
+        if let Some(id) = self.policy_id {
+            put("NETSTRAP_POLICY_ID", id.to_string());
+        }
+        let mut out = String::from(
+            "# Rendered by netstrap; do not edit (rewritten when an advertised value changes)\n",
+        );
+        for (k, v) in kv {
+            out.push_str(&format!("{k}={}\n", env_value(&v)));
+        }
+        out
+    }
+
+    /// Write every file into `dir`, each atomically.
+    pub fn write(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
+        let network = serde_json::json!({ "table": self.table, "discovery": self.discovery });
+        for (name, body) in [
+            ("node_policy.json", pretty(self.node_policy)),
+            ("config_policy.json", pretty(self.config_policy)),
+            ("network.json", pretty(&network)),
+            ("netstrap.al", self.al()),
+            ("netstrap.env", self.env()),
+        ] {
+            crate::state::write_atomic(&dir.join(name), body.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+fn env_value(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/' | ',' | '[' | ']'));
+    if plain { v.to_string() } else { format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")) }
+}

@@ -1,0 +1,100 @@
+//! The peer protocol's client side: `hello` proves which node answers an address (the nonce
+//! ties the answer to this request; the identity's instance id tells replicas apart).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::native::{Line, MAX_NONCE, read_line_bounded};
+use crate::planes::Identity;
+
+/// Longest answer accepted: an identity is small, a bigger answer is not a netstrap peer.
+const MAX_ANSWER: usize = 1024 * 1024;
+
+/// Send `{"op":"hello","nonce":..}` to `addr` (`host:port`; DNS names are resolved and every
+/// address tried) and return the identity that answered with our nonce. The whole exchange
+/// (resolve, connect, answer) is bounded by `timeout`; the error says what was found instead.
+pub async fn hello(addr: &str, nonce: &str, timeout: Duration) -> Result<Identity, String> {
+    if nonce.chars().count() > MAX_NONCE {
+        return Err(format!("hello nonce is longer than {MAX_NONCE} characters; use a shorter one"));
+    }
+    match tokio::time::timeout(timeout, exchange(addr, nonce)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "{addr}: no hello answer within {timeout:?} — is a netstrap tcp plane in native mode listening there?"
+        )),
+    }
+}
+
+async fn exchange(addr: &str, nonce: &str) -> Result<Identity, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| format!("{addr}: cannot connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (reader, mut writer) = stream.into_split();
+    let mut request = json!({"op": "hello", "nonce": nonce}).to_string();
+    request.push('\n');
+    writer.write_all(request.as_bytes()).await.map_err(|e| format!("{addr}: cannot send hello: {e}"))?;
+    let mut line = Vec::new();
+    let found = read_line_bounded(&mut BufReader::new(reader), &mut line, MAX_ANSWER)
+        .await
+        .map_err(|e| format!("{addr}: connection failed before the hello answer: {e}"))?;
+    match found {
+        Line::Complete | Line::Partial => parse_answer(addr, &line, nonce),
+        Line::Eof => Err(format!(
+            "{addr}: closed the connection without answering hello — not a netstrap tcp plane in \
+             native mode (in relay mode the node itself answers)"
+        )),
+        Line::TooLong => Err(format!("{addr}: answer longer than {MAX_ANSWER} bytes — not a netstrap peer")),
+    }
+}
+
+fn parse_answer(addr: &str, line: &[u8], nonce: &str) -> Result<Identity, String> {
+    let not_peer = |why: &str| format!("{addr}: not a netstrap peer answer ({why})");
+    let answer: Value = serde_json::from_slice(line).map_err(|e| not_peer(&format!("not JSON: {e}")))?;
+    match answer.get("ok") {
+        Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => {
+            let error = answer.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+            return Err(format!("{addr}: hello refused: {error}"));
+        }
+        _ => return Err(not_peer("no `ok` field")),
+    }
+    match answer.get("nonce").and_then(Value::as_str) {
+        Some(echo) if echo == nonce => {}
+        Some(_) => {
+            return Err(format!("{addr}: answered hello with another nonce — not an answer to this request"));
+        }
+        None => return Err(not_peer("no nonce")),
+    }
+    let identity = answer.get("identity").ok_or_else(|| not_peer("no identity"))?;
+    identity_from_json(identity).map_err(|why| not_peer(&why))
+}
+
+/// `Identity` only derives `Serialize`; read the fields `hello` serializes.
+fn identity_from_json(v: &Value) -> Result<Identity, String> {
+    let text = |field: &str| match v.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(format!("identity.{field} is not a string")),
+    };
+    let policy_id = match v.get("policy_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err("identity.policy_id is not a string".into()),
+    };
+    let endpoints = match v.get("endpoints") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|e| e.as_str().map(str::to_owned).ok_or("identity.endpoints holds a non-string"))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("identity.endpoints is not a list".into()),
+    };
+    Ok(Identity {
+        name: text("name")?,
+        node_type: text("node_type")?,
+        instance_id: text("instance_id")?,
+        policy_id,
+        endpoints,
+    })
+}

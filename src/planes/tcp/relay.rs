@@ -1,0 +1,212 @@
+//! Relay mode: an L4 relay from the tcp plane's port to the co-located node's own TCP server
+//! (`NETSTRAP_TCP_UPSTREAM`), optionally announcing each client with a PROXY protocol v2 header.
+//!
+//! Each connection is its own task: an upstream that is down, slow to accept or not reading
+//! affects only the connections it serves. Bytes are copied both ways with half-close — when
+//! one side shuts its write half, the other side's write half is shut and the other direction
+//! keeps flowing, so a request/EOF/reply exchange works through the relay. The copy is our own
+//! (not `tokio::io::copy_bidirectional`, which has the same half-close behaviour) because it
+//! also needs an idle timeout across both directions and byte counts as they pass.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ppp::v2::{Addresses, Builder, Command, Protocol, Version};
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::native::within;
+use super::{DEFAULT_MAX_CONNECTIONS, accept_loop};
+use crate::metrics::{Metrics, PlaneLabel};
+use crate::planes::Shutdown;
+use crate::table::Plane;
+
+const BUFFER: usize = 32 * 1024;
+
+/// Settings of relay mode.
+#[derive(Clone, Debug)]
+pub struct RelayOptions {
+    /// The node's own TCP server.
+    pub upstream: SocketAddr,
+    /// Start every upstream connection with a PROXY protocol v2 header naming the client.
+    pub proxy_protocol: bool,
+    /// Time allowed to connect to the upstream (zero: the system's limit).
+    pub connect_timeout: Duration,
+    /// A connection with no bytes either way for this long is closed (zero: never).
+    pub idle_timeout: Duration,
+    /// Concurrent connections; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        RelayOptions {
+            upstream: SocketAddr::from(([127, 0, 0, 1], 32048)),
+            proxy_protocol: false,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Relay every connection on `listener` to `opts.upstream` until `shutdown`; returns once every
+/// relayed connection has finished (see the module docs on shutdown).
+pub async fn serve_relay(
+    listener: TcpListener,
+    opts: RelayOptions,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) {
+    info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        upstream = %opts.upstream,
+        proxy_protocol = opts.proxy_protocol,
+        "tcp plane: relaying to the node's TCP server"
+    );
+    let opts = Arc::new(opts);
+    let max = opts.max_connections;
+    accept_loop(listener, max, &shutdown, move |client, peer| {
+        let opts = opts.clone();
+        let metrics = metrics.clone();
+        async move { relay(client, peer, &opts, &metrics).await }
+    })
+    .await;
+}
+
+async fn relay(client: TcpStream, peer: SocketAddr, opts: &RelayOptions, metrics: &Metrics) {
+    let _open = metrics.connection(Plane::Tcp);
+    let upstream = opts.upstream;
+    let mut server = match within(opts.connect_timeout, TcpStream::connect(upstream)).await {
+        Some(Ok(server)) => server,
+        Some(Err(e)) => {
+            return warn!(%peer, "tcp relay: cannot reach the node's TCP server at {upstream}: {e}; closing the client connection");
+        }
+        None => {
+            return warn!(
+                %peer,
+                "tcp relay: the node's TCP server at {upstream} did not accept within {:?}; closing the client connection",
+                opts.connect_timeout
+            );
+        }
+    };
+    // Peer messages are often small request/response exchanges: do not add Nagle delays.
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    if opts.proxy_protocol {
+        let header = client.local_addr().and_then(|local| proxy_header(peer, local));
+        let sent = match header {
+            Ok(header) => match within(opts.idle_timeout, server.write_all(&header)).await {
+                Some(r) => r,
+                None => Err(io::Error::new(io::ErrorKind::TimedOut, "upstream does not read")),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            return warn!(%peer, "tcp relay: cannot send the PROXY header to {upstream}: {e}; closing the client connection");
+        }
+    }
+    match splice(client, server, opts.idle_timeout, metrics).await {
+        Ok(()) => debug!(%peer, "tcp relay connection finished"),
+        Err(e) => debug!(%peer, %upstream, "tcp relay connection ended: {e}"),
+    }
+}
+
+/// A PROXY protocol v2 header: PROXY command, TCP, `source` (the client) to `destination` (the
+/// address it connected to). Both addresses are put in one family: IPv4-mapped IPv6 addresses
+/// (from a dual-stack listener) become IPv4, and a mixed pair becomes IPv6.
+fn proxy_header(source: SocketAddr, destination: SocketAddr) -> io::Result<Vec<u8>> {
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let v6 = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(ip) => SocketAddr::new(IpAddr::V6(ip.to_ipv6_mapped()), a.port()),
+        IpAddr::V6(_) => a,
+    };
+    let (source, destination) = (canonical(source), canonical(destination));
+    let pair = if source.is_ipv4() == destination.is_ipv4() {
+        (source, destination)
+    } else {
+        (v6(source), v6(destination))
+    };
+    Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, Addresses::from(pair)).build()
+}
+
+/// Copy both ways with half-close until both directions ended, one failed, or nothing moved
+/// for `idle`.
+async fn splice(client: TcpStream, server: TcpStream, idle: Duration, metrics: &Metrics) -> io::Result<()> {
+    let label = PlaneLabel::of(Plane::Tcp);
+    let received = metrics.bytes_received.get_or_create(&label).clone();
+    let sent = metrics.bytes_sent.get_or_create(&label).clone();
+    let activity = Activity::new();
+    let (mut client_r, mut client_w) = client.into_split();
+    let (mut server_r, mut server_w) = server.into_split();
+    let both = async {
+        tokio::try_join!(
+            pump(&mut client_r, &mut server_w, &activity, &received),
+            pump(&mut server_r, &mut client_w, &activity, &sent),
+        )
+    };
+    tokio::select! {
+        r = both => r.map(|_| ()),
+        () = activity.idle_for(idle) => {
+            Err(io::Error::new(io::ErrorKind::TimedOut, format!("no bytes either way for {idle:?}")))
+        }
+    }
+}
+
+/// One direction: copy until EOF, then pass the EOF on by shutting `to`'s write half.
+async fn pump<R, W>(from: &mut R, to: &mut W, activity: &Activity, counter: &Counter) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUFFER];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            // The other side may already be gone; the other direction reports that itself.
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        activity.touch();
+        to.write_all(&buf[..n]).await?;
+        activity.touch();
+        counter.inc_by(n as u64);
+    }
+}
+
+/// When bytes last moved in either direction (shared by both pumps of one connection).
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { start: Instant::now(), last_ms: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing moved for `limit` (never, for zero).
+    async fn idle_for(&self, limit: Duration) {
+        if limit.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            let deadline = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
