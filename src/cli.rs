@@ -22,6 +22,23 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Discover, bind the listeners, advertise, and serve until SIGTERM (the default).
+    Run,
+    /// Exit 0 when this node's rest plane answers /livez or /readyz with 200 (for exec
+    /// probes and Docker HEALTHCHECK).
+    Probe {
+        #[arg(value_enum)]
+        kind: crate::probe::ProbeKind,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 2)]
+        timeout: u64,
+    },
+    /// Print the node and config policies that would be declared.
+    Policy {
+        /// Print JSON only.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what would be bound and advertised, and why.
     Discover {
         /// Print JSON instead of the table.
@@ -57,6 +74,11 @@ pub fn main() -> ExitCode {
         }
     };
     crate::logging::init(&settings);
+    match cli.command {
+        None | Some(Command::Run) => return crate::lifecycle::run(settings),
+        Some(Command::Probe { kind, timeout }) => return probe(&settings, kind, timeout),
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -65,9 +87,66 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        None | Some(Command::Discover { json: false }) => runtime.block_on(discover(settings, false)),
-        Some(Command::Discover { json: true }) => runtime.block_on(discover(settings, true)),
+        Some(Command::Discover { json }) => runtime.block_on(discover(settings, json)),
+        Some(Command::Policy { json }) => runtime.block_on(policy(settings, json)),
+        _ => ExitCode::SUCCESS,
     }
+}
+
+fn probe(settings: &Settings, kind: crate::probe::ProbeKind, timeout: u64) -> ExitCode {
+    // Only the rest plane's address is needed: no discovery (probes must be fast).
+    let bind_ip = if settings.rest.bind.value {
+        let facts = crate::discover::MachineFacts {
+            interfaces: crate::discover::local_ip::interfaces(),
+            route_ips: crate::discover::local_ip::default_route_ips(),
+            ..Default::default()
+        };
+        crate::discover::local_ip::local_ip(settings, &facts.interfaces, &facts.route_ips)
+            .ok()
+            .map(|f| f.value)
+    } else {
+        None
+    };
+    let port = settings.rest.port.as_ref().map(|p| p.value).unwrap_or(0);
+    let addr = crate::probe::target(bind_ip, port);
+    match crate::probe::probe(addr, kind, std::time::Duration::from_secs(timeout.max(1))) {
+        Ok((200, _)) => ExitCode::SUCCESS,
+        Ok((code, body)) => {
+            eprintln!("netstrap probe: {addr} answered {code}\n{body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("netstrap probe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn policy(settings: Settings, json: bool) -> ExitCode {
+    let discovery = crate::discover::discover(&settings).await;
+    let table = crate::table::ConnectionTable::plan(&settings, &discovery);
+    let cluster = settings.cluster_id.clone().or_else(|| {
+        settings.cluster_name.as_ref().map(|n| crate::policy::id::cluster_id(&settings.company_name, n))
+    });
+    let node = match crate::policy::render::node_policy(&settings, &discovery, &table, cluster.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("netstrap: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = crate::policy::render::config_policy(&settings);
+    let id = |p: &serde_json::Value| crate::policy::id::policy_id(p).unwrap_or_default();
+    if json {
+        let doc = serde_json::json!({"node": node, "node_id": id(&node), "config": config, "config_id": id(&config)});
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        println!("# node policy (id {})", id(&node));
+        println!("{}", serde_json::to_string_pretty(&node).unwrap_or_default());
+        println!("# config policy (id {})", id(&config));
+        println!("{}", serde_json::to_string_pretty(&config).unwrap_or_default());
+    }
+    if discovery.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 async fn discover(settings: Settings, json: bool) -> ExitCode {

@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod discover;
 pub mod health;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod planes;

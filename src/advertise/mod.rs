@@ -3,3 +3,227 @@
 //! jitter while the node keeps serving — then watch for changes of what is advertised.
 
 pub mod files;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::{NodeType, Settings};
+use crate::discover::{Discovery, discover};
+use crate::health::{Check, Health};
+use crate::planes::{NodeSnapshot, Shutdown};
+use crate::policy::id::policy_id;
+use crate::policy::render::{config_policy, node_policy};
+use crate::registry::Registry;
+use crate::registry::declare::{Declared, declare};
+use crate::table::ConnectionTable;
+
+use files::NodeFiles;
+
+/// Readiness check: the node policy is declared (only when a registry is configured).
+pub const CHECK_POLICY: &str = "policy";
+/// Readiness check: the stable name resolves in the cluster DNS.
+pub const CHECK_DNS: &str = "dns";
+
+/// How long to wait before retrying a failed registry call: exponential from 1 s to 60 s,
+/// with full jitter so restarted replicas do not retry in lockstep.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn next_delay(&mut self) -> Duration {
+        let cap = 1000u64.saturating_mul(1 << self.attempt.min(6)).min(60_000);
+        self.attempt += 1;
+        Duration::from_millis(rand::random_range(cap / 2..=cap))
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// The advertise stage of a running netstrap.
+pub struct Advertiser {
+    pub settings: Arc<Settings>,
+    pub registry: Registry,
+    pub health: Health,
+    pub snapshot: watch::Sender<Arc<NodeSnapshot>>,
+}
+
+/// What one advertise step found.
+enum Step {
+    /// Declared (or nothing to declare); wait for the next watch tick.
+    Done,
+    /// The registry could not be reached or refused: retry with backoff.
+    Retry,
+}
+
+impl Advertiser {
+    /// Register the readiness checks this stage owns, before the planes report ready.
+    pub fn register_checks(&self, d: &Discovery) {
+        if !matches!(self.registry, Registry::None) {
+            self.health.register(CHECK_POLICY, "declaring the node policy");
+        }
+        self.dns_check(d);
+    }
+
+    fn dns_check(&self, d: &Discovery) {
+        match &d.resolution {
+            None => {}
+            Some(r) if r.error.is_none() => self.health.ok(CHECK_DNS),
+            Some(r) => self.health.set(
+                CHECK_DNS,
+                Check::Pending(format!(
+                    "{} does not resolve: {}",
+                    d.stable_name.value,
+                    r.error.clone().unwrap_or_default()
+                )),
+            ),
+        }
+    }
+
+    /// Advertise, then re-discover every watch interval until shutdown; an advertised
+    /// value that changed is re-rendered, re-declared (replace, not add) and rewritten.
+    pub async fn run(self, mut discovery: Discovery, mut table: ConnectionTable, shutdown: Shutdown) {
+        let mut declared: Option<Value> = None;
+        let mut backoff = Backoff::default();
+        loop {
+            let step = self.step(&discovery, &table, &mut declared).await;
+            let dns_pending = discovery.resolution.as_ref().is_some_and(|r| r.error.is_some());
+            let wait = match step {
+                Step::Retry => backoff.next_delay(),
+                Step::Done => {
+                    backoff.reset();
+                    // While the stable name does not resolve, look again soon.
+                    if dns_pending {
+                        Duration::from_secs(2).min(self.settings.watch_interval)
+                    } else {
+                        self.settings.watch_interval
+                    }
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let fresh = discover(&self.settings).await;
+            if !fresh.problems.is_empty() {
+                warn!(problems = ?fresh.problems, "re-discovery incomplete; keeping what is advertised");
+                continue;
+            }
+            self.dns_check(&fresh);
+            table = ConnectionTable::plan(&self.settings, &fresh);
+            discovery = fresh;
+        }
+    }
+
+    async fn step(&self, d: &Discovery, table: &ConnectionTable, declared: &mut Option<Value>) -> Step {
+        let cluster = match self.cluster_id().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("{e}");
+                self.health.set(CHECK_POLICY, Check::Pending(e));
+                return Step::Retry;
+            }
+        };
+        let policy = match node_policy(&self.settings, d, table, cluster.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.health.fail(CHECK_POLICY, e.to_string());
+                warn!("{e}");
+                return Step::Done;
+            }
+        };
+        let config = config_policy(&self.settings);
+        let id = policy_id(&policy).ok();
+        let files = NodeFiles {
+            settings: &self.settings,
+            discovery: d,
+            table,
+            node_policy: &policy,
+            config_policy: &config,
+            policy_id: id.as_deref(),
+        };
+        if let Err(e) = files.write(&self.settings.state_dir) {
+            warn!(dir = %self.settings.state_dir.display(), "cannot write the node's files: {e}; the previous files are intact");
+        }
+        self.snapshot.send_modify(|s| {
+            let mut next = NodeSnapshot::clone(s);
+            next.policy = Some(policy.clone());
+            next.identity.policy_id = id.clone();
+            next.table = serde_json::to_value(table).unwrap_or_default();
+            next.discovery = serde_json::to_value(d).unwrap_or_default();
+            *s = Arc::new(next);
+        });
+        if declared.as_ref() == Some(&policy) {
+            return Step::Done;
+        }
+        if let Some(old) = declared.as_ref() {
+            info!(changes = %changes(old, &policy), "an advertised value changed: re-declaring");
+        }
+        match declare(&self.registry, &policy).await {
+            Ok(outcome) => {
+                match &outcome {
+                    Declared::NotDeclared => info!(id = ?id, "node policy rendered (no registry configured)"),
+                    Declared::Unchanged { id } => info!(%id, "node policy already declared"),
+                    Declared::Inserted { id } => info!(%id, "node policy declared"),
+                    Declared::Replaced { id, old } => info!(%id, ?old, "node policy replaced"),
+                }
+                if !matches!(self.registry, Registry::None) {
+                    self.health.ok(CHECK_POLICY);
+                }
+                *declared = Some(policy);
+                Step::Done
+            }
+            Err(e) => {
+                warn!("cannot declare the node policy: {e}; retrying");
+                self.health.set(CHECK_POLICY, Check::Pending(format!("registry: {e}")));
+                Step::Retry
+            }
+        }
+    }
+
+    /// The cluster an operator belongs to: `NETSTRAP_CLUSTER_ID`, else the cluster policy
+    /// named `CLUSTER_NAME`, declared (idempotently) if the registry does not have it.
+    async fn cluster_id(&self) -> Result<Option<String>, String> {
+        let s = &self.settings;
+        if !matches!(s.node_type.value, NodeType::Operator | NodeType::MasterOperator) {
+            return Ok(None);
+        }
+        if let Some(id) = &s.cluster_id {
+            return Ok(Some(id.clone()));
+        }
+        let Some(name) = &s.cluster_name else {
+            return Err("an operator needs its cluster: set NETSTRAP_CLUSTER_ID or CLUSTER_NAME".into());
+        };
+        let cluster = json!({"cluster": {"company": s.company_name, "name": name}});
+        match declare(&self.registry, &cluster).await {
+            Ok(Declared::NotDeclared) => policy_id(&cluster).map(Some).map_err(|e| e.to_string()),
+            Ok(d) => Ok(d.id().map(String::from)),
+            Err(e) => Err(format!("cannot declare or find cluster {name}: {e}")),
+        }
+    }
+}
+
+/// `field: old → new` for every field that differs between two policies.
+fn changes(old: &Value, new: &Value) -> String {
+    let inner = |v: &Value| v.as_object().and_then(|o| o.values().next()).and_then(Value::as_object).cloned();
+    let (Some(a), Some(b)) = (inner(old), inner(new)) else { return "policy shape".into() };
+    let mut out = Vec::new();
+    for (k, v) in &b {
+        match a.get(k) {
+            Some(o) if o == v => {}
+            Some(o) => out.push(format!("{k}: {o} → {v}")),
+            None => out.push(format!("{k}: added {v}")),
+        }
+    }
+    for k in a.keys().filter(|k| !b.contains_key(*k)) {
+        out.push(format!("{k}: removed"));
+    }
+    out.join(", ")
+}

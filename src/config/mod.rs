@@ -197,6 +197,9 @@ pub struct Settings {
     pub broker_mode: Found<BrokerMode>,
     pub broker_upstream: Option<SocketAddr>,
 
+    pub ledger: Option<String>,
+    pub state_dir: PathBuf,
+    pub watch_interval: Duration,
     /// `None`: the default for the environment kind (decided after discovery).
     pub shutdown_delay: Option<Duration>,
     pub shutdown_grace: Duration,
@@ -205,6 +208,10 @@ pub struct Settings {
     pub log: String,
     pub log_json: bool,
 }
+
+/// Default log filter: netstrap at info; rumqttd's per-connection chatter (it logs every
+/// accept at info and a routing "error" on every clean disconnect) only when it matters.
+pub const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off";
 
 const TRUE_SPELLINGS: &[&str] = &["true", "True", "TRUE"];
 const FALSE_SPELLINGS: &[&str] = &["false", "False", "FALSE"];
@@ -600,16 +607,38 @@ impl Settings {
             rest_upstream: r.socket("NETSTRAP_REST_UPSTREAM"),
             broker_mode,
             broker_upstream,
+            ledger: r.string("NETSTRAP_LEDGER").map(|f| f.value),
+            state_dir: r
+                .string("NETSTRAP_STATE_DIR")
+                .map(|f| PathBuf::from(f.value))
+                .unwrap_or_else(|| PathBuf::from("netstrap-state")),
+            watch_interval: r
+                .parse("NETSTRAP_WATCH_INTERVAL", "whole seconds from 1 to 86400", |s| match s.parse::<u64>() {
+                    Ok(n) if (1..=86_400).contains(&n) => Ok(Duration::from_secs(n)),
+                    Ok(_) => Err("out of range".into()),
+                    Err(_) => Err("not a whole number".into()),
+                })
+                .map(|f| f.value)
+                .unwrap_or(Duration::from_secs(30)),
             shutdown_delay,
             shutdown_grace,
             broker_credentials,
-            log: r.text("NETSTRAP_LOG", "info"),
+            log: r.text("NETSTRAP_LOG", DEFAULT_LOG),
             log_json,
             node_type,
         };
 
         let mut errors = r.errors;
         errors.extend(settings.consistency_errors());
+        if let Err(e) = crate::registry::Registry::parse(settings.ledger.as_deref()) {
+            errors.push(ConfigError::Invalid {
+                key: "NETSTRAP_LEDGER".into(),
+                value: settings.ledger.clone().unwrap_or_default(),
+                origin: layers.get("NETSTRAP_LEDGER").map(|(_, o)| o.to_string()).unwrap_or_default(),
+                problem: e,
+                accepted: "anylog://host:port, file:///path/blockchain.json or none".into(),
+            });
+        }
         if errors.is_empty() { Ok(settings) } else { Err(ConfigErrors(errors)) }
     }
 

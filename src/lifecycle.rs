@@ -1,0 +1,350 @@
+//! `netstrap run`: discover, plan, bind every listener, serve, and shut down gracefully.
+//!
+//! Order (DESIGN.md §2): configuration is parsed before anything else; discovery and the
+//! connection table come before any bind; all listeners are bound before "started" is
+//! logged (and, in a later stage, before anything is advertised). Each plane runs on its own
+//! runtime sized by `*_THREADS`, so a saturated relay or broker cannot starve the rest
+//! plane that answers kubelet's probes.
+//!
+//! Shutdown on SIGTERM/SIGINT: `/readyz` turns 503 at once; after `NETSTRAP_SHUTDOWN_DELAY`
+//! (time for endpoint removal to reach every proxy) the listeners close; in-flight work gets
+//! `NETSTRAP_SHUTDOWN_GRACE` to finish; exit 0. A second signal exits at once.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::advertise::Advertiser;
+use crate::config::{BrokerMode, Settings, TcpMode};
+use crate::discover::environment::EnvironmentKind;
+use crate::discover::{Discovery, discover};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::planes::{Identity, NodeSnapshot, Shutdown, broker, rest, tcp};
+use crate::registry::Registry;
+use crate::table::{ConnectionTable, Plane, host_port};
+
+/// Readiness checks registered by `run`.
+pub const CHECK_LISTENERS: &str = "listeners";
+pub const CHECK_DISCOVERY: &str = "discovery";
+pub const CHECK_BROKER: &str = "broker";
+
+/// A plane's server finished: which one, and how.
+type Done = (Plane, Result<(), String>);
+
+fn plane_runtime(plane: Plane, threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    let name = match plane {
+        Plane::Tcp => "netstrap-tcp",
+        Plane::Rest => "netstrap-rest",
+        Plane::Broker => "netstrap-broker",
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(threads.max(1)))
+        .thread_name(name)
+        .enable_all()
+        .build()
+}
+
+fn instance_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// The snapshot the planes serve, from the discovery and the table.
+pub fn snapshot(settings: &Settings, d: &Discovery, table: &ConnectionTable) -> NodeSnapshot {
+    let endpoints = table
+        .rows
+        .iter()
+        .flat_map(|r| {
+            let p = crate::report::json_name(&r.plane);
+            [
+                format!("{p} {}", host_port(&r.cluster_host.value, r.cluster_port.value)),
+                format!("{p} {}", host_port(&r.external_host.value, r.external_port.value)),
+            ]
+        })
+        .collect::<Vec<_>>();
+    let mut endpoints_dedup = endpoints;
+    endpoints_dedup.dedup();
+    NodeSnapshot {
+        identity: Identity {
+            name: crate::policy::render::node_name(settings, d),
+            node_type: settings.node_type.value.name().to_string(),
+            instance_id: instance_id(),
+            policy_id: None,
+            endpoints: endpoints_dedup,
+        },
+        table: serde_json::to_value(table).unwrap_or_default(),
+        discovery: serde_json::to_value(d).unwrap_or_default(),
+        policy: None,
+    }
+}
+
+/// Where to reach a listener bound to `ip` from this host.
+fn local_target(ip: IpAddr, port: u16) -> SocketAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+        IpAddr::V6(v6) if v6.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
+        _ => SocketAddr::new(ip, port),
+    }
+}
+
+pub fn run(settings: Settings) -> ExitCode {
+    let control = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let discovery = control.block_on(discover(&settings));
+    for w in &discovery.warnings {
+        warn!("{w}");
+    }
+    if !discovery.problems.is_empty() {
+        for p in &discovery.problems {
+            error!("cannot determine {p}");
+        }
+        error!("nothing bound, nothing advertised");
+        return ExitCode::FAILURE;
+    }
+    let table = ConnectionTable::plan(&settings, &discovery);
+    for line in table.render_text().lines().filter(|l| !l.trim().is_empty()) {
+        info!("{line}");
+    }
+
+    // Bind every listener before serving anything.
+    let mut listeners = Vec::new();
+    for (plane, addr) in crate::bind::addresses(&table) {
+        match crate::bind::bind(plane, addr) {
+            Ok(l) => {
+                info!(plane = crate::report::json_name(&plane), %addr, "bound");
+                listeners.push((plane, l));
+            }
+            Err(e) => {
+                error!("{e}");
+                error!("nothing advertised");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
+    let health = Health::new();
+    health.ok(CHECK_LISTENERS);
+    health.ok(CHECK_DISCOVERY);
+    let metrics = Arc::new(Metrics::new());
+    let snap = snapshot(&settings, &discovery, &table);
+    info!(name = %snap.identity.name, instance = %snap.identity.instance_id, "identity");
+    let (snap_tx, snap_rx) = tokio::sync::watch::channel(Arc::new(snap));
+    let shutdown = Shutdown::new();
+    let settings = Arc::new(settings);
+    let registry = match Registry::parse(settings.ledger.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let advertiser =
+        Advertiser { settings: settings.clone(), registry, health: health.clone(), snapshot: snap_tx };
+    advertiser.register_checks(&discovery);
+
+    let mut runtimes = Vec::new();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+    for (plane, listener) in listeners {
+        let row = table.row(plane).cloned();
+        let Some(row) = row else { continue };
+        let runtime = match plane_runtime(plane, row.threads.value) {
+            Ok(rt) => rt,
+            Err(e) => {
+                error!("{plane:?} plane: cannot start its runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        let done_tx = done_tx.clone();
+        let report = move |r: Result<(), String>| {
+            let _ = done_tx.send((plane, r));
+        };
+        match plane {
+            Plane::Rest => {
+                let options = rest::RestOptions {
+                    upstream: settings.rest_upstream,
+                    timeout: settings.rest_timeout.value,
+                    ..Default::default()
+                };
+                let state = rest::RestState::new(health.clone(), snap_rx.clone(), metrics, options);
+                runtime.spawn(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            rest::serve(listener, state, shutdown).await;
+                            report(Ok(()));
+                        }
+                        Err(e) => report(Err(e.to_string())),
+                    }
+                });
+            }
+            Plane::Tcp => {
+                let snap_rx = snap_rx.clone();
+                let mode = settings.tcp_mode.value;
+                let relay = settings.tcp_upstream.map(|upstream| tcp::RelayOptions {
+                    upstream,
+                    proxy_protocol: settings.tcp_proxy_protocol,
+                    ..Default::default()
+                });
+                runtime.spawn(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => return report(Err(e.to_string())),
+                    };
+                    match (mode, relay) {
+                        (TcpMode::Relay, Some(opts)) => {
+                            tcp::serve_relay(listener, opts, metrics, shutdown).await
+                        }
+                        _ => {
+                            tcp::serve_native(
+                                listener,
+                                tcp::NativeOptions::default(),
+                                snap_rx,
+                                metrics,
+                                shutdown,
+                            )
+                            .await
+                        }
+                    }
+                    report(Ok(()));
+                });
+            }
+            Plane::Broker => {
+                let mode = settings.broker_mode.value;
+                let upstream = settings.broker_upstream;
+                let listen = SocketAddr::new(row.bind_ip.value, row.port.value);
+                let opts = broker::BrokerOptions {
+                    listen,
+                    threads: usize::from(row.threads.value),
+                    credentials: settings.broker_credentials.clone().map(|(u, p)| (u, p.0)),
+                    ..Default::default()
+                };
+                runtime.spawn(async move {
+                    match (mode, upstream) {
+                        (BrokerMode::Relay, Some(up)) => match tokio::net::TcpListener::from_std(listener) {
+                            Ok(listener) => {
+                                broker::serve_relay(listener, up, metrics, shutdown).await;
+                                report(Ok(()));
+                            }
+                            Err(e) => report(Err(e.to_string())),
+                        },
+                        _ => {
+                            // rumqttd binds its own socket: release ours (held until now so
+                            // every bind error surfaced before serving) just before it does.
+                            drop(listener);
+                            report(
+                                broker::serve_embedded(opts, metrics, shutdown)
+                                    .await
+                                    .map_err(|e| e.to_string()),
+                            );
+                        }
+                    }
+                });
+            }
+        }
+        if plane == Plane::Broker {
+            health.register(CHECK_BROKER, "waiting for the broker to answer an MQTT CONNECT");
+            let target = local_target(row.bind_ip.value, row.port.value);
+            let health = health.clone();
+            let creds = settings.broker_credentials.clone().map(|(u, p)| (u, p.0));
+            control.spawn(async move {
+                loop {
+                    match broker::mqtt_ping(target, Duration::from_secs(1), creds.clone()).await {
+                        Ok(()) => {
+                            health.ok(CHECK_BROKER);
+                            break;
+                        }
+                        Err(e) => health.set(CHECK_BROKER, crate::health::Check::Pending(e)),
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+        runtimes.push(runtime);
+    }
+    drop(done_tx);
+    info!("started");
+    // Advertise only now: every listener is bound and serving.
+    control.spawn(advertiser.run(discovery.clone(), table.clone(), shutdown.clone()));
+
+    let delay = settings.shutdown_delay.unwrap_or(match discovery.environment.value {
+        EnvironmentKind::Kubernetes => Duration::from_secs(5),
+        _ => Duration::ZERO,
+    });
+    let planes = runtimes.len();
+    let code =
+        control.block_on(lifecycle(&health, &shutdown, &mut done_rx, planes, delay, settings.shutdown_grace));
+    for rt in runtimes {
+        rt.shutdown_background();
+    }
+    code
+}
+
+/// Wait for a signal (or a plane failing), then shut down in order.
+async fn lifecycle(
+    health: &Health,
+    shutdown: &Shutdown,
+    done: &mut tokio::sync::mpsc::UnboundedReceiver<Done>,
+    planes: usize,
+    delay: Duration,
+    grace: Duration,
+) -> ExitCode {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        error!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+        Some((plane, result)) = done.recv() => {
+            // A plane stopped by itself: the node is not serving what it advertises.
+            let why = result.err().unwrap_or_else(|| "stopped unexpectedly".into());
+            error!("{} plane: {why}", crate::report::json_name(&plane));
+            return ExitCode::FAILURE;
+        }
+    }
+    health.start_draining();
+    info!(delay_s = delay.as_secs(), "readiness is 503; waiting before closing the listeners");
+    let second = async {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    };
+    tokio::pin!(second);
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {},
+        _ = &mut second => {
+            warn!("second signal: exiting now");
+            return ExitCode::from(130);
+        }
+    }
+    shutdown.cancel();
+    info!(grace_s = grace.as_secs(), "listeners closed; draining in-flight work");
+    let drained = async {
+        for _ in 0..planes {
+            if done.recv().await.is_none() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = drained => info!("drained; bye"),
+        _ = tokio::time::sleep(grace) => warn!("grace period over; exiting with work in flight"),
+        _ = &mut second => {
+            warn!("second signal: exiting now");
+            return ExitCode::from(130);
+        }
+    }
+    ExitCode::SUCCESS
+}
