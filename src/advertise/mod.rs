@@ -72,7 +72,13 @@ impl Advertiser {
         self.dns_check(d);
     }
 
+    /// The stable name must resolve before a Kubernetes pod is ready: peers dial it. Outside
+    /// Kubernetes a name that does not resolve from here (split-horizon DNS, a name for
+    /// outside peers) is only a warning.
     fn dns_check(&self, d: &Discovery) {
+        if d.environment.value != crate::discover::environment::EnvironmentKind::Kubernetes {
+            return;
+        }
         match &d.resolution {
             None => {}
             Some(r) if r.error.is_none() => self.health.ok(CHECK_DNS),

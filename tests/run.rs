@@ -1,0 +1,148 @@
+//! `netstrap run` as a process: binds what the table says, reports ready, advertises into the
+//! state dir, shuts down in order on SIGTERM, and refuses to start when a port is taken.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Node {
+    child: Child,
+    rest: u16,
+    dir: tempfile::TempDir,
+}
+
+fn start(extra: &[(&str, &str)]) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let (tcp, rest, broker) = (free_port(), free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_netstrap"))
+        .arg("run")
+        .env_clear()
+        .env("NETSTRAP_ENVIRONMENT", "host")
+        .env("LOCAL_IP", "127.0.0.1")
+        .env("DNS", "node1.example.net")
+        .env("ANYLOG_SERVER_PORT", tcp.to_string())
+        .env("ANYLOG_REST_PORT", rest.to_string())
+        .env("ANYLOG_BROKER_PORT", broker.to_string())
+        .env("NETSTRAP_STATE_DIR", dir.path().join("state"))
+        .env("NETSTRAP_LOG_FORMAT", "json")
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Node { child, rest, dir }
+}
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    netstrap::probe::probe(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        if path == "/livez" { netstrap::probe::ProbeKind::Live } else { netstrap::probe::ProbeKind::Ready },
+        Duration::from_secs(1),
+    )
+    .ok()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn signal(child: &Child, sig: &str) {
+    Command::new("kill").args(["-s", sig, &child.id().to_string()]).status().unwrap();
+}
+
+fn wait_exit(child: &mut Child) -> (i32, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (status.code().unwrap_or(-1), err);
+        }
+        assert!(Instant::now() < deadline, "netstrap did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn runs_ready_writes_files_and_drains_on_sigterm() {
+    let mut n = start(&[("NETSTRAP_SHUTDOWN_DELAY", "1")]);
+    wait_until("ready", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    let (_, body) = get(n.rest, "/readyz").unwrap();
+    for check in ["listeners", "discovery", "broker"] {
+        assert!(body.contains(&format!("[+]{check} ok")), "{body}");
+    }
+    // The probe command agrees.
+    let probe = Command::new(env!("CARGO_BIN_EXE_netstrap"))
+        .args(["probe", "ready"])
+        .env_clear()
+        .env("ANYLOG_REST_PORT", n.rest.to_string())
+        .status()
+        .unwrap();
+    assert!(probe.success());
+
+    let state = n.dir.path().join("state");
+    wait_until("files written", || state.join("netstrap.env").exists());
+    let policy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("node_policy.json")).unwrap()).unwrap();
+    assert_eq!(policy["generic"]["local_ip"], "node1.example.net");
+    let env = std::fs::read_to_string(state.join("netstrap.env")).unwrap();
+    assert!(env.contains("DNS=node1.example.net"), "{env}");
+
+    signal(&n.child, "TERM");
+    // During the propagation delay: not ready, still alive.
+    wait_until("readiness 503", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 503));
+    assert_eq!(get(n.rest, "/livez").map(|(c, _)| c), Some(200));
+    let (code, log) = wait_exit(&mut n.child);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("drained"), "{log}");
+}
+
+#[test]
+fn a_taken_port_stops_the_start_naming_plane_address_and_cause() {
+    let taken = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut n = start(&[("ANYLOG_REST_PORT", &port)]);
+    let (code, log) = wait_exit(&mut n.child);
+    assert_ne!(code, 0);
+    assert!(log.contains(&format!("rest listener: cannot bind 0.0.0.0:{port}")), "{log}");
+    assert!(log.contains("in use"), "{log}");
+    assert!(!n.dir.path().join("state").exists(), "nothing advertised or written");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut n = start(&[("NETSTRAP_SHUTDOWN_DELAY", "60")]);
+    wait_until("ready", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    signal(&n.child, "TERM");
+    wait_until("draining", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 503));
+    let started = Instant::now();
+    signal(&n.child, "INT");
+    let (code, _) = wait_exit(&mut n.child);
+    assert_ne!(code, 0);
+    assert!(started.elapsed() < Duration::from_secs(5), "did not wait out the 60 s delay");
+}
+
+#[test]
+fn probe_fails_when_nothing_answers() {
+    let port = free_port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_netstrap"))
+        .args(["probe", "live", "--timeout", "1"])
+        .env_clear()
+        .env("ANYLOG_REST_PORT", &port)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
