@@ -1,1 +1,564 @@
-//! (being written)
+//! The broker plane: an embedded MQTT broker (rumqttd, MQTT 3.1.1), or an L4 relay to the
+//! node's own broker; and `mqtt_ping`, the readiness probe "the broker answers a CONNECT".
+//!
+//! # Embedded mode: a front door before rumqttd
+//!
+//! rumqttd's `Broker::start` runs every server on a thread with its own runtime and only logs a
+//! bind failure, so netstrap assembles the pieces itself: `Router::spawn` (the router runs on its
+//! own thread), then `Server::<V4>::start` polled inside [`serve_embedded`] on the caller's
+//! runtime. That server binds `127.0.0.1:<ephemeral>`, not the public address: netstrap binds
+//! the public address itself and splices each client to the internal port. The extra loopback
+//! hop buys what rumqttd's own accept loop cannot give:
+//!
+//! - bind errors on the public address name the address and the cause (`crate::bind`), and a
+//!   pre-bound listener can be handed over ([`serve_embedded_on`]) without a bind race;
+//! - a connection limit below the router's own: rumqttd refuses a CONNECT over its
+//!   `max_connections` but leaves the refused client's will handler behind, and the next
+//!   CONNECT with that client id panics while holding a shared mutex, which poisons it and
+//!   breaks every later connection (rumqttd 0.20 `server/broker.rs`, `remote()`);
+//! - per-connection metrics (connections, bytes, clients, PUBLISH packets) from the bytes we
+//!   already copy, since rumqttd's meters need its private timer link;
+//! - shutdown closes every client connection; aborting rumqttd's accept loop would leave
+//!   its per-connection tasks running;
+//! - a client's DISCONNECT is not followed by a socket close towards rumqttd (see `splice`):
+//!   otherwise rumqttd may disconnect the *next* client, which reuses the router slot.
+//!
+//! Known rumqttd 0.20 deviation, not corrected here: a message is delivered at the QoS of the
+//! subscription, not the minimum of publication and subscription (MQTT-3.8.4-6;
+//! bytebeamio/rumqtt#707). rumqttd logs every client disconnect at `error` level (and every
+//! accept at `info`), so a default log filter of `rumqttd=off` keeps the log readable.
+//!
+//! The router thread cannot be stopped (it holds a sender to itself); it idles after shutdown
+//! until the process exits. Memory is bounded by small router segments (each topic keeps at
+//! most `SEGMENT_COUNT` × `SEGMENT_SIZE` of recent messages) and the connection limit.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use rumqttd::protocol::v4::V4;
+use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::Shutdown;
+use crate::bind::BindError;
+use crate::metrics::{Metrics, PlaneLabel};
+use crate::table::Plane;
+
+/// Router log segment size per topic (a large PUBLISH still fits: a segment holds at least one).
+const SEGMENT_SIZE: usize = 100 * 1024;
+/// Segments kept per topic before the oldest is dropped.
+const SEGMENT_COUNT: usize = 10;
+/// Time a new client has to send CONNECT, and to reach an upstream.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Concurrent connections a relay accepts.
+const RELAY_MAX_CONNECTIONS: usize = 10_000;
+const BUFFER: usize = 8 * 1024;
+/// How long the server may take to finish after the client stopped sending.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Settings of the embedded broker.
+#[derive(Clone, Debug)]
+pub struct BrokerOptions {
+    /// The public address clients connect to.
+    pub listen: SocketAddr,
+    /// `BROKER_THREADS`: workers of the runtime the caller runs this plane on (this module
+    /// spawns no runtime of its own; rumqttd's router is one thread of its own).
+    pub threads: usize,
+    /// Concurrent client connections; more are closed at once (with a warning).
+    pub max_connections: usize,
+    /// Largest MQTT packet accepted; a bigger one closes the client's connection.
+    pub max_payload_size: usize,
+    /// `(username, password)` every client must present, when set.
+    pub credentials: Option<(String, String)>,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
+            threads: 1,
+            max_connections: 10_000,
+            max_payload_size: 1024 * 1024,
+            credentials: None,
+        }
+    }
+}
+
+/// Why the broker plane could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("broker: {0}")]
+    Config(String),
+    /// The embedded MQTT server (rumqttd) failed; the public listener is fine.
+    #[error("broker: embedded MQTT server on {addr}: {reason}")]
+    Internal { addr: SocketAddr, reason: String },
+}
+
+/// Bind `opts.listen` and serve the embedded broker until `shutdown`.
+pub async fn serve_embedded(
+    opts: BrokerOptions,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> Result<(), BrokerError> {
+    let std_listener = crate::bind::bind(Plane::Broker, opts.listen)?;
+    let listener = TcpListener::from_std(std_listener).map_err(|cause| BindError {
+        plane: "broker",
+        addr: opts.listen,
+        cause,
+        hint: String::new(),
+    })?;
+    serve_embedded_on(listener, opts, metrics, shutdown).await
+}
+
+/// Serve the embedded broker on an already bound listener (`opts.listen` is not used) until
+/// `shutdown`: then stop accepting, close every client connection and return `Ok`.
+pub async fn serve_embedded_on(
+    listener: TcpListener,
+    opts: BrokerOptions,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> Result<(), BrokerError> {
+    if opts.max_connections == 0 {
+        return Err(BrokerError::Config("max_connections must be at least 1".into()));
+    }
+    let router_tx = Router::new(0, router_config(opts.max_connections)).spawn();
+
+    // The internal port is chosen by binding :0 and releasing it just before rumqttd binds it
+    // (rumqttd binds by address only); another process taking it in between is retried.
+    let mut attempt = 0;
+    let (internal, mut server) = loop {
+        attempt += 1;
+        let internal = free_loopback_port().map_err(|e| BrokerError::Internal {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            reason: format!("cannot pick a loopback port: {e}"),
+        })?;
+        let mut server = Server::new(server_settings(&opts, internal), router_tx.clone(), V4);
+        let mut run = Box::pin(async move { server.start(LinkType::Remote).await });
+        // `Server::start` binds on its first poll and otherwise only returns on error, so a
+        // future that is still pending after one poll is listening.
+        let failed = tokio::select! {
+            biased;
+            r = &mut run => Some(r.err().map(|e| e.to_string()).unwrap_or_default()),
+            () = std::future::ready(()) => None,
+        };
+        match failed {
+            None => break (internal, run),
+            Some(reason) if attempt >= 3 => return Err(BrokerError::Internal { addr: internal, reason }),
+            Some(reason) => debug!(%internal, reason, "internal broker port taken; picking another"),
+        }
+    };
+    info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        %internal,
+        max_connections = opts.max_connections,
+        auth = opts.credentials.is_some(),
+        "broker plane: embedded MQTT broker serving"
+    );
+
+    let front = accept_loop(&listener, opts.max_connections, &shutdown, |client, peer| {
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let _conn = metrics.connection(Plane::Broker);
+            let _client = GaugeGuard::inc(&metrics.broker_clients);
+            let upstream = match connect(internal).await {
+                Ok(s) => s,
+                Err(e) => return warn!(%peer, "broker: embedded MQTT server unreachable on {internal}: {e}"),
+            };
+            let publishes = Some(metrics.broker_messages.clone());
+            if let Err(e) = splice(client, upstream, &metrics, publishes, &shutdown).await {
+                debug!(%peer, "broker connection ended: {e}");
+            }
+        }
+    });
+    tokio::select! {
+        () = front => Ok(()),
+        r = &mut server => Err(BrokerError::Internal {
+            addr: internal,
+            reason: format!("stopped: {}", r.err().map(|e| e.to_string()).unwrap_or_default()),
+        }),
+    }
+}
+
+/// Relay MQTT (any bytes, really) from `listener` to the node's own broker at `upstream` until
+/// `shutdown`. Errors are per connection: logged, never returned.
+pub async fn serve_relay(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) {
+    info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        %upstream,
+        "broker plane: relaying to the node's broker"
+    );
+    accept_loop(&listener, RELAY_MAX_CONNECTIONS, &shutdown, |client, peer| {
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let _conn = metrics.connection(Plane::Broker);
+            let server = match connect(upstream).await {
+                Ok(s) => s,
+                Err(e) => {
+                    return warn!(%peer, "broker relay: cannot reach the node's broker at {upstream}: {e}");
+                }
+            };
+            if let Err(e) = splice(client, server, &metrics, None, &shutdown).await {
+                debug!(%peer, "broker relay connection ended: {e}");
+            }
+        }
+    })
+    .await;
+}
+
+fn router_config(max_connections: usize) -> RouterConfig {
+    RouterConfig {
+        // Headroom above our own limit: the router frees a slot only when it processes the
+        // Disconnect event, which can trail our accept of the next client.
+        max_connections: max_connections.saturating_add(max_connections / 8 + 16),
+        max_outgoing_packet_count: 200,
+        max_segment_size: SEGMENT_SIZE,
+        max_segment_count: SEGMENT_COUNT,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    }
+}
+
+fn server_settings(opts: &BrokerOptions, internal: SocketAddr) -> ServerSettings {
+    let auth = opts.credentials.as_ref().map(|(u, p)| HashMap::from([(u.clone(), p.clone())]));
+    ServerSettings {
+        name: "netstrap-broker-v4".into(),
+        listen: internal,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections: ConnectionSettings {
+            connection_timeout_ms: CONNECT_TIMEOUT.as_millis() as u16,
+            max_payload_size: opts.max_payload_size,
+            max_inflight_count: 100,
+            auth,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    }
+}
+
+fn free_loopback_port() -> io::Result<SocketAddr> {
+    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
+}
+
+async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| {
+        io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {CONNECT_TIMEOUT:?}"))
+    })??;
+    // MQTT packets are small and interactive: do not batch them.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Accept until `shutdown`, at most `max` connections at once (extra ones are closed), each
+/// handled on its own task; then wait for the handlers (which watch `shutdown` too).
+async fn accept_loop<F, Fut>(listener: &TcpListener, max: usize, shutdown: &Shutdown, mut handle: F)
+where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let tracker = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(max));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!("broker: accept failed: {e}");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    }
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!(%peer, max, "broker: connection limit reached; closing the new connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let work = handle(stream, peer);
+        tracker.spawn(async move {
+            work.await;
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Copy both ways until the server side closes (a client's EOF is passed on as a half-close,
+/// and the server's answer still delivered for up to `LINGER`), an error, or `shutdown`.
+/// Bytes are counted as they pass, so long-lived MQTT connections show up in the metrics
+/// before they end.
+///
+/// With `publishes` (the embedded broker), the client's packets are scanned: PUBLISH packets
+/// are counted, and after a DISCONNECT packet the client's EOF is *not* passed on. rumqttd
+/// then closes the link because its router dropped it, not because the socket closed; on a
+/// socket close it sends the router a second Disconnect for the connection id, which by then
+/// may belong to the next client (the router reuses ids) and drops that client instead.
+async fn splice(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    metrics: &Metrics,
+    publishes: Option<Counter>,
+    shutdown: &Shutdown,
+) -> io::Result<()> {
+    let label = PlaneLabel::of(Plane::Broker);
+    let received = metrics.bytes_received.get_or_create(&label).clone();
+    let sent = metrics.bytes_sent.get_or_create(&label).clone();
+    let (mut client_r, mut client_w) = client.split();
+    let (mut server_r, mut server_w) = server.split();
+
+    let inbound = async {
+        let mut scanner = PacketScanner::default();
+        let mut buf = vec![0u8; BUFFER];
+        loop {
+            let n = client_r.read(&mut buf).await?;
+            if n == 0 {
+                if scanner.disconnected {
+                    return Ok(());
+                }
+                return server_w.shutdown().await;
+            }
+            received.inc_by(n as u64);
+            if let Some(c) = &publishes {
+                let n = scanner.feed(&buf[..n]);
+                if n > 0 {
+                    c.inc_by(n);
+                }
+            }
+            server_w.write_all(&buf[..n]).await?;
+        }
+    };
+    let outbound = async {
+        let mut buf = vec![0u8; BUFFER];
+        loop {
+            let n = server_r.read(&mut buf).await?;
+            if n == 0 {
+                // The server closed: for MQTT the connection is over, whatever the client does.
+                let _ = client_w.shutdown().await;
+                return Ok::<(), io::Error>(());
+            }
+            client_w.write_all(&buf[..n]).await?;
+            sent.inc_by(n as u64);
+        }
+    };
+    tokio::pin!(inbound, outbound);
+    tokio::select! {
+        r = &mut inbound => r?,
+        r = &mut outbound => return r,
+        () = shutdown.cancelled() => return Ok(()),
+    }
+    // The client is done sending; let the server finish its side, within bounds.
+    tokio::select! {
+        r = tokio::time::timeout(LINGER, &mut outbound) => r.unwrap_or(Ok(())),
+        () = shutdown.cancelled() => Ok(()),
+    }
+}
+
+/// Finds MQTT packet boundaries in a byte stream (fixed header: type nibble, then a 1–4 byte
+/// remaining length), skipping bodies without looking at them. A malformed length stops the
+/// scan; the broker closes such a connection anyway.
+#[derive(Debug, Default)]
+struct PacketScanner {
+    state: Scan,
+    /// The client sent DISCONNECT.
+    disconnected: bool,
+}
+
+#[derive(Debug, Default)]
+enum Scan {
+    #[default]
+    Header,
+    Length {
+        value: usize,
+        shift: u32,
+    },
+    Body(usize),
+    Malformed,
+}
+
+impl PacketScanner {
+    /// Feed the next bytes; returns how many PUBLISH packets started in them.
+    fn feed(&mut self, mut bytes: &[u8]) -> u64 {
+        let mut publishes = 0;
+        while let Some((&b, rest)) = bytes.split_first() {
+            match self.state {
+                Scan::Header => {
+                    match b >> 4 {
+                        3 => publishes += 1,
+                        14 => self.disconnected = true,
+                        _ => {}
+                    }
+                    self.state = Scan::Length { value: 0, shift: 0 };
+                    bytes = rest;
+                }
+                Scan::Length { value, shift } => {
+                    let value = value | (usize::from(b & 0x7f) << shift);
+                    self.state = match (b & 0x80 != 0, shift) {
+                        (true, 21) => Scan::Malformed,
+                        (true, _) => Scan::Length { value, shift: shift + 7 },
+                        (false, _) if value == 0 => Scan::Header,
+                        (false, _) => Scan::Body(value),
+                    };
+                    bytes = rest;
+                }
+                Scan::Body(remaining) => {
+                    let take = remaining.min(bytes.len());
+                    self.state = if take == remaining { Scan::Header } else { Scan::Body(remaining - take) };
+                    bytes = &bytes[take..];
+                }
+                Scan::Malformed => break,
+            }
+        }
+        publishes
+    }
+}
+
+/// Holds a gauge up while alive.
+struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    fn inc(gauge: &Gauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Prove an MQTT broker answers at `addr`: send an MQTT 3.1.1 CONNECT (clean session, client
+/// id `netstrap-probe-<hex>`, `credentials` when given), expect CONNACK "accepted", then
+/// DISCONNECT. The error says what was found instead, for the readiness reason.
+pub async fn mqtt_ping(
+    addr: SocketAddr,
+    timeout: Duration,
+    credentials: Option<(String, String)>,
+) -> Result<(), String> {
+    let connect =
+        connect_packet(&format!("netstrap-probe-{:016x}", rand::random::<u64>()), credentials.as_ref())?;
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("no broker at {addr}: {e}"))?;
+        stream.write_all(&connect).await.map_err(|e| format!("broker at {addr}: sending CONNECT: {e}"))?;
+        let mut ack = [0u8; 4];
+        stream.read_exact(&mut ack).await.map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => format!(
+                "{addr} closed the connection without a CONNACK (wrong credentials, or not an MQTT broker)"
+            ),
+            _ => format!("broker at {addr}: reading CONNACK: {e}"),
+        })?;
+        if ack[..2] != [0x20, 0x02] {
+            return Err(format!(
+                "{addr} is not an MQTT broker: it answered {:02x?} instead of a CONNACK",
+                ack
+            ));
+        }
+        if ack[3] != 0 {
+            return Err(format!("broker at {addr} refused the connection: {}", connack_reason(ack[3])));
+        }
+        // Best effort: the broker said yes, which is what the probe asked.
+        let _ = stream.write_all(&[0xe0, 0x00]).await;
+        let _ = stream.shutdown().await;
+        Ok(())
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no CONNACK from {addr} within {timeout:?}"))?
+}
+
+fn connack_reason(code: u8) -> String {
+    let why = match code {
+        1 => "unacceptable protocol version",
+        2 => "client identifier rejected",
+        3 => "server unavailable",
+        4 => "bad username or password",
+        5 => "not authorized",
+        _ => "unknown return code",
+    };
+    format!("CONNACK code {code} ({why})")
+}
+
+/// An MQTT 3.1.1 CONNECT packet (clean session, keep-alive 10 s).
+fn connect_packet(client_id: &str, credentials: Option<&(String, String)>) -> Result<Vec<u8>, String> {
+    fn field(out: &mut Vec<u8>, s: &str, what: &str) -> Result<(), String> {
+        let len = u16::try_from(s.len()).map_err(|_| format!("MQTT {what} longer than 65535 bytes"))?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04];
+    body.push(if credentials.is_some() { 0xc2 } else { 0x02 }); // username, password, clean session
+    body.extend_from_slice(&10u16.to_be_bytes());
+    field(&mut body, client_id, "client id")?;
+    if let Some((user, pass)) = credentials {
+        field(&mut body, user, "username")?;
+        field(&mut body, pass, "password")?;
+    }
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        packet.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    Ok(packet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanner_finds_publishes_and_disconnect_across_chunk_boundaries() {
+        // PUBLISH "t" "hi" (QoS 0), PINGREQ, PUBLISH with a 200-byte body (2-byte length),
+        // DISCONNECT.
+        let mut stream = vec![0x30, 0x05, 0x00, 0x01, b't', b'h', b'i', 0xc0, 0x00, 0x32, 0xc8, 0x01];
+        stream.extend(std::iter::repeat_n(0xe0u8, 200));
+        stream.extend([0xe0, 0x00]);
+        for split in 0..stream.len() {
+            let mut s = PacketScanner::default();
+            let n = s.feed(&stream[..split]);
+            assert_eq!(s.disconnected, split > stream.len() - 2, "DISCONNECT at split {split}");
+            assert_eq!(n + s.feed(&stream[split..]), 2, "split at {split}");
+            assert!(s.disconnected && matches!(s.state, Scan::Header), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn connect_packet_is_mqtt_311() {
+        let p = connect_packet("c", Some(&("u".into(), "p".into()))).unwrap();
+        assert_eq!(
+            p,
+            [0x10, 19, 0, 4, b'M', b'Q', b'T', b'T', 4, 0xc2, 0, 10, 0, 1, b'c', 0, 1, b'u', 0, 1, b'p']
+        );
+    }
+}
