@@ -146,3 +146,140 @@ fn probe_fails_when_nothing_answers() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
+
+#[test]
+fn bind_true_with_an_address_not_on_this_host_is_refused_clearly() {
+    let mut n = start(&[("TCP_BIND", "true"), ("LOCAL_IP", "192.0.2.123")]);
+    let (code, log) = wait_exit(&mut n.child);
+    assert_ne!(code, 0);
+    assert!(log.contains("tcp listener: cannot bind 192.0.2.123:"), "{log}");
+    assert!(log.contains("TCP_BIND=true with LOCAL_IP"), "{log}");
+}
+
+/// A node REST API that answers after `delay`, and a TCP upstream that sends `len` bytes slowly.
+fn slow_upstreams(delay: Duration, len: usize) -> (u16, u16) {
+    use std::io::{Read, Write};
+    let rest = TcpListener::bind("127.0.0.1:0").unwrap();
+    let rest_port = rest.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in rest.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                std::thread::sleep(delay);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow");
+            });
+        }
+    });
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in tcp.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let chunk = vec![7u8; len / 10];
+                for _ in 0..10 {
+                    if s.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(delay / 10);
+                }
+            });
+        }
+    });
+    (rest_port, tcp_port)
+}
+
+#[test]
+fn in_flight_request_and_relay_transfer_complete_after_sigterm() {
+    use std::io::{Read, Write};
+    let (rest_up, tcp_up) = slow_upstreams(Duration::from_millis(1500), 100_000);
+    let rest_upstream = format!("127.0.0.1:{rest_up}");
+    let tcp_upstream = format!("127.0.0.1:{tcp_up}");
+    let mut n = start(&[
+        ("NETSTRAP_REST_UPSTREAM", &rest_upstream),
+        ("NETSTRAP_TCP_UPSTREAM", &tcp_upstream),
+        ("NETSTRAP_SHUTDOWN_DELAY", "0"),
+        ("NETSTRAP_SHUTDOWN_GRACE", "10"),
+    ]);
+    wait_until("ready", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    let tcp_port: u16 = {
+        let state = n.dir.path().join("state/network.json");
+        wait_until("network.json", || state.exists());
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+        v["table"]["rows"][0]["port"]["value"].as_u64().unwrap() as u16
+    };
+    let rest = n.rest;
+    let request = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", rest)).unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    });
+    let transfer = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp_port)).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got.len()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    signal(&n.child, "TERM");
+    let reply = request.join().unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("slow"), "{reply}");
+    assert_eq!(transfer.join().unwrap(), 100_000, "the relay transfer completed");
+    let (code, log) = wait_exit(&mut n.child);
+    assert_eq!(code, 0, "{log}");
+    assert!(signalled.elapsed() < Duration::from_secs(10), "exited within the grace period");
+}
+
+#[test]
+fn readyz_answers_while_the_broker_is_flooded() {
+    let n = start(&[]);
+    wait_until("ready", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    let state = n.dir.path().join("state/network.json");
+    wait_until("network.json", || state.exists());
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let broker = v["table"]["rows"][2]["port"]["value"].as_u64().unwrap() as u16;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..4)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut opts = rumqttc::MqttOptions::new(format!("flood-{i}"), "127.0.0.1", broker);
+                opts.set_keep_alive(Duration::from_secs(5));
+                let (client, mut conn) = rumqttc::Client::new(opts, 1000);
+                std::thread::spawn(move || for _ in conn.iter() {});
+                let payload = vec![0u8; 1024];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if client.publish("flood", rumqttc::QoS::AtMostOnce, false, payload.clone()).is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let (code, _) = get(n.rest, "/readyz").expect("readyz answers under load");
+        worst = worst.max(t.elapsed());
+        assert_eq!(code, 200);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flooders {
+        let _ = f.join();
+    }
+    assert!(worst < Duration::from_millis(900), "kubelet's 1 s probe timeout: worst {worst:?}");
+    drop(n);
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
