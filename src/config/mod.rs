@@ -613,10 +613,12 @@ impl Settings {
                 .map(|f| PathBuf::from(f.value))
                 .unwrap_or_else(|| PathBuf::from("netstrap-state")),
             watch_interval: r
-                .parse("NETSTRAP_WATCH_INTERVAL", "whole seconds from 1 to 86400", |s| match s.parse::<u64>() {
-                    Ok(n) if (1..=86_400).contains(&n) => Ok(Duration::from_secs(n)),
-                    Ok(_) => Err("out of range".into()),
-                    Err(_) => Err("not a whole number".into()),
+                .parse("NETSTRAP_WATCH_INTERVAL", "whole seconds from 1 to 86400", |s| {
+                    match s.parse::<u64>() {
+                        Ok(n) if (1..=86_400).contains(&n) => Ok(Duration::from_secs(n)),
+                        Ok(_) => Err("out of range".into()),
+                        Err(_) => Err("not a whole number".into()),
+                    }
                 })
                 .map(|f| f.value)
                 .unwrap_or(Duration::from_secs(30)),
