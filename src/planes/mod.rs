@@ -13,16 +13,17 @@ use serde::Serialize;
 pub type Shutdown = tokio_util::sync::CancellationToken;
 
 /// Who this node is, as the peer protocol's `hello` and `/v1/identity` answer.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Identity {
     pub name: String,
     pub node_type: String,
     /// Random per process: tells replicas behind one Service apart.
     pub instance_id: String,
     /// The declared node policy's id, once known.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_id: Option<String>,
     /// Advertised endpoints, `plane -> host:port` strings.
+    #[serde(default)]
     pub endpoints: Vec<String>,
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use serde::Deserialize as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -68,33 +69,5 @@ fn parse_answer(addr: &str, line: &[u8], nonce: &str) -> Result<Identity, String
         None => return Err(not_peer("no nonce")),
     }
     let identity = answer.get("identity").ok_or_else(|| not_peer("no identity"))?;
-    identity_from_json(identity).map_err(|why| not_peer(&why))
-}
-
-/// `Identity` only derives `Serialize`; read the fields `hello` serializes.
-fn identity_from_json(v: &Value) -> Result<Identity, String> {
-    let text = |field: &str| match v.get(field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(format!("identity.{field} is not a string")),
-    };
-    let policy_id = match v.get("policy_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err("identity.policy_id is not a string".into()),
-    };
-    let endpoints = match v.get("endpoints") {
-        None => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|e| e.as_str().map(str::to_owned).ok_or("identity.endpoints holds a non-string"))
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("identity.endpoints is not a list".into()),
-    };
-    Ok(Identity {
-        name: text("name")?,
-        node_type: text("node_type")?,
-        instance_id: text("instance_id")?,
-        policy_id,
-        endpoints,
-    })
+    Identity::deserialize(identity).map_err(|e| not_peer(&format!("identity: {e}")))
 }
