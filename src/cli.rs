@@ -33,6 +33,15 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         timeout: u64,
     },
+    /// Read the registry and dial every node's TCP, REST and broker endpoints.
+    Peers {
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for each connection.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Print the node and config policies that would be declared.
     Policy {
         /// Print JSON only.
@@ -89,6 +98,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Some(Command::Discover { json }) => runtime.block_on(discover(settings, json)),
         Some(Command::Policy { json }) => runtime.block_on(policy(settings, json)),
+        Some(Command::Peers { json, timeout }) => runtime.block_on(peers(settings, json, timeout)),
         _ => ExitCode::SUCCESS,
     }
 }
@@ -166,4 +176,32 @@ async fn discover(settings: Settings, json: bool) -> ExitCode {
         }
         ExitCode::FAILURE
     }
+}
+
+async fn peers(settings: Settings, json: bool, timeout: u64) -> ExitCode {
+    let registry = match crate::registry::Registry::parse(settings.ledger.as_deref()) {
+        Ok(crate::registry::Registry::None) => {
+            eprintln!("netstrap peers: no registry configured: set NETSTRAP_LEDGER");
+            return ExitCode::from(2);
+        }
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("netstrap peers: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let nodes = match registry.nodes().await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("netstrap peers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reports = crate::peers::check(&nodes, std::time::Duration::from_secs(timeout.max(1))).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports).unwrap_or_default());
+    } else {
+        print!("{}", crate::peers::render(&reports));
+    }
+    if reports.iter().all(crate::peers::PeerReport::all_ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -78,7 +78,7 @@ pub fn snapshot(settings: &Settings, d: &Discovery, table: &ConnectionTable) -> 
         },
         table: serde_json::to_value(table).unwrap_or_default(),
         discovery: serde_json::to_value(d).unwrap_or_default(),
-        policy: None,
+        ..Default::default()
     }
 }
 
@@ -147,8 +147,13 @@ pub fn run(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let advertiser =
-        Advertiser { settings: settings.clone(), registry, health: health.clone(), snapshot: snap_tx };
+    let advertiser = Advertiser {
+        settings: settings.clone(),
+        registry,
+        health: health.clone(),
+        snapshot: snap_tx,
+        metrics: metrics.clone(),
+    };
     advertiser.register_checks(&discovery);
 
     let mut runtimes = Vec::new();

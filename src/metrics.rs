@@ -36,6 +36,13 @@ pub struct RequestLabel {
     pub code: u16,
 }
 
+/// Labels of self-verification results.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub plane: String,
+    pub endpoint: String,
+}
+
 /// All of netstrap's metrics. Cheap to clone handles out of; counters are atomics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -47,6 +54,8 @@ pub struct Metrics {
     pub broker_clients: Gauge,
     pub broker_messages: Counter,
     pub ready: Gauge,
+    /// 1 when the advertised endpoint answered with this node's identity, else 0.
+    pub endpoint_verified: Family<EndpointLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -67,6 +76,7 @@ impl Metrics {
             broker_clients: Gauge::default(),
             broker_messages: Counter::default(),
             ready: Gauge::default(),
+            endpoint_verified: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register("connections", "Connections accepted per plane", m.connections_total.clone());
@@ -85,6 +95,11 @@ impl Metrics {
                 m.broker_messages.clone(),
             );
             r.register("ready", "1 when /readyz answers 200", m.ready.clone());
+            r.register(
+                "endpoint_verified",
+                "1 when the advertised endpoint answered as this node",
+                m.endpoint_verified.clone(),
+            );
         }
         m
     }

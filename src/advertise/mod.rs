@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::{NodeType, Settings};
+use crate::config::{NodeType, Settings, VerifyMode};
 use crate::discover::{Discovery, discover};
 use crate::health::{Check, Health};
 use crate::planes::{NodeSnapshot, Shutdown};
@@ -20,6 +20,7 @@ use crate::policy::render::{config_policy, node_policy};
 use crate::registry::Registry;
 use crate::registry::declare::{Declared, declare};
 use crate::table::ConnectionTable;
+use crate::verify::EndpointCheck;
 
 use files::NodeFiles;
 
@@ -27,6 +28,8 @@ use files::NodeFiles;
 pub const CHECK_POLICY: &str = "policy";
 /// Readiness check: the stable name resolves in the cluster DNS.
 pub const CHECK_DNS: &str = "dns";
+/// Readiness check: every advertised endpoint answered as this instance (`NETSTRAP_VERIFY=gate`).
+pub const CHECK_VERIFY: &str = "verify";
 
 /// How long to wait before retrying a failed registry call: exponential from 1 s to 60 s,
 /// with full jitter so restarted replicas do not retry in lockstep.
@@ -53,6 +56,7 @@ pub struct Advertiser {
     pub registry: Registry,
     pub health: Health,
     pub snapshot: watch::Sender<Arc<NodeSnapshot>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What one advertise step found.
@@ -68,6 +72,9 @@ impl Advertiser {
     pub fn register_checks(&self, d: &Discovery) {
         if !matches!(self.registry, Registry::None) {
             self.health.register(CHECK_POLICY, "declaring the node policy");
+        }
+        if self.settings.verify == VerifyMode::Gate {
+            self.health.register(CHECK_VERIFY, "verifying the advertised endpoints");
         }
         self.dns_check(d);
     }
@@ -98,8 +105,13 @@ impl Advertiser {
     pub async fn run(self, mut discovery: Discovery, mut table: ConnectionTable, shutdown: Shutdown) {
         let mut declared: Option<Value> = None;
         let mut backoff = Backoff::default();
+        let mut last_verified: Vec<EndpointCheck> = Vec::new();
         loop {
             let step = self.step(&discovery, &table, &mut declared).await;
+            if self.settings.verify != VerifyMode::Off {
+                last_verified = self.verify(&table, last_verified).await;
+            }
+            self.check_peers().await;
             let dns_pending = discovery.resolution.as_ref().is_some_and(|r| r.error.is_some());
             let wait = match step {
                 Step::Retry => backoff.next_delay(),
@@ -126,6 +138,65 @@ impl Advertiser {
             table = ConnectionTable::plan(&self.settings, &fresh);
             discovery = fresh;
         }
+    }
+
+    /// Dial the registry's nodes for `/v1/peers`.
+    async fn check_peers(&self) {
+        if matches!(self.registry, Registry::None) {
+            return;
+        }
+        let json = match self.registry.nodes().await {
+            Ok(nodes) => {
+                let reports = crate::peers::check(&nodes, self.settings.source_timeout).await;
+                serde_json::to_value(reports).unwrap_or_default()
+            }
+            Err(e) => json!({"error": e.to_string()}),
+        };
+        self.snapshot.send_modify(|s| {
+            let mut next = NodeSnapshot::clone(s);
+            next.peers = json;
+            *s = Arc::new(next);
+        });
+    }
+
+    /// Verify the advertised endpoints; log what changed, publish, gate if asked.
+    async fn verify(&self, table: &ConnectionTable, previous: Vec<EndpointCheck>) -> Vec<EndpointCheck> {
+        let me = self.snapshot.borrow().identity.clone();
+        let native = self.settings.tcp_mode.value == crate::config::TcpMode::Native;
+        let checks = crate::verify::verify(table, &me, native, self.settings.source_timeout).await;
+        for c in &checks {
+            let label = crate::metrics::EndpointLabel {
+                plane: crate::report::json_name(&c.plane),
+                endpoint: c.endpoint.clone(),
+            };
+            self.metrics.endpoint_verified.get_or_create(&label).set(i64::from(c.ok));
+            if !previous.iter().any(|p| p.endpoint == c.endpoint && p.plane == c.plane && p.ok == c.ok) {
+                if c.ok {
+                    info!(plane = %label.plane, endpoint = %c.endpoint, "verified: {}", c.detail);
+                } else {
+                    warn!(plane = %label.plane, endpoint = %c.endpoint, "not verified: {}", c.detail);
+                }
+            }
+        }
+        if self.settings.verify == VerifyMode::Gate {
+            let failed: Vec<String> = checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| format!("{} {}: {}", crate::report::json_name(&c.plane), c.endpoint, c.detail))
+                .collect();
+            if failed.is_empty() {
+                self.health.ok(CHECK_VERIFY);
+            } else {
+                self.health.set(CHECK_VERIFY, Check::Pending(failed.join("; ")));
+            }
+        }
+        let json = serde_json::to_value(&checks).unwrap_or_default();
+        self.snapshot.send_modify(|s| {
+            let mut next = NodeSnapshot::clone(s);
+            next.verification = json;
+            *s = Arc::new(next);
+        });
+        checks
     }
 
     async fn step(&self, d: &Discovery, table: &ConnectionTable, declared: &mut Option<Value>) -> Step {
@@ -161,6 +232,7 @@ impl Advertiser {
         self.snapshot.send_modify(|s| {
             let mut next = NodeSnapshot::clone(s);
             next.policy = Some(policy.clone());
+            next.config_policy = Some(config.clone());
             next.identity.policy_id = id.clone();
             next.table = serde_json::to_value(table).unwrap_or_default();
             next.discovery = serde_json::to_value(d).unwrap_or_default();
@@ -183,6 +255,12 @@ impl Advertiser {
                 if !matches!(self.registry, Registry::None) {
                     self.health.ok(CHECK_POLICY);
                 }
+                let json = serde_json::to_value(&outcome).ok();
+                self.snapshot.send_modify(|s| {
+                    let mut next = NodeSnapshot::clone(s);
+                    next.declared = json;
+                    *s = Arc::new(next);
+                });
                 *declared = Some(policy);
                 Step::Done
             }

@@ -106,6 +106,15 @@ impl ExternalStep {
     ];
 }
 
+/// What self-verification does (`NETSTRAP_VERIFY`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    Off,
+    Report,
+    Gate,
+}
+
 /// How the tcp plane serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -198,6 +207,7 @@ pub struct Settings {
     pub broker_upstream: Option<SocketAddr>,
 
     pub ledger: Option<String>,
+    pub verify: VerifyMode,
     pub state_dir: PathBuf,
     pub watch_interval: Duration,
     /// `None`: the default for the environment kind (decided after discovery).
@@ -608,6 +618,13 @@ impl Settings {
             broker_mode,
             broker_upstream,
             ledger: r.string("NETSTRAP_LEDGER").map(|f| f.value),
+            verify: r
+                .choice(
+                    "NETSTRAP_VERIFY",
+                    &[("off", VerifyMode::Off), ("report", VerifyMode::Report), ("gate", VerifyMode::Gate)],
+                )
+                .map(|f| f.value)
+                .unwrap_or(VerifyMode::Report),
             state_dir: r
                 .string("NETSTRAP_STATE_DIR")
                 .map(|f| PathBuf::from(f.value))

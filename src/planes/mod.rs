@@ -37,6 +37,14 @@ pub struct NodeSnapshot {
     pub discovery: serde_json::Value,
     /// The node policy, once rendered.
     pub policy: Option<serde_json::Value>,
+    /// The config policy, once rendered.
+    pub config_policy: Option<serde_json::Value>,
+    /// What declaring the node policy did last (JSON of `Declared`).
+    pub declared: Option<serde_json::Value>,
+    /// Self-verification of every advertised endpoint (JSON list of `EndpointCheck`).
+    pub verification: serde_json::Value,
+    /// The last reachability check of the registry's nodes (JSON list of `PeerReport`).
+    pub peers: serde_json::Value,
 }
 
 /// The current snapshot, readable from any plane.

@@ -108,6 +108,18 @@ impl FileLedger {
         Ok(live(&lines).into_iter().filter(|v| matches(v, policy_type, company, name)).cloned().collect())
     }
 
+    /// Every live policy of the given types.
+    pub fn all(&self, types: &[&str]) -> Result<Vec<Value>, RegistryError> {
+        let lines = self.read_lines()?;
+        Ok(live(&lines)
+            .into_iter()
+            .filter(|v| {
+                v.as_object().and_then(|o| o.keys().next()).is_some_and(|k| types.contains(&k.as_str()))
+            })
+            .cloned()
+            .collect())
+    }
+
     /// Declare `policy` under the lock, so concurrent declarers (several netstrap processes
     /// sharing the file) cannot both insert: identical → nothing; different or duplicated →
     /// replaced in one rewrite; absent → inserted.

@@ -65,6 +65,17 @@ impl Registry {
         }
     }
 
+    /// Every node policy (the types in [`crate::peers::NODE_TYPES`]).
+    pub async fn nodes(&self) -> Result<Vec<Value>, RegistryError> {
+        match self {
+            Registry::None => Ok(Vec::new()),
+            Registry::File(f) => {
+                let f = f.clone();
+                blocking(move || f.all(crate::peers::NODE_TYPES)).await
+            }
+        }
+    }
+
     /// Remove `old_ids` and insert `policy` (if any).
     pub async fn replace(&self, old_ids: &[String], policy: Option<&Value>) -> Result<(), RegistryError> {
         match self {

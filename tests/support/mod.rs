@@ -4,3 +4,4 @@
 
 pub mod dns_server;
 pub mod fake_kube;
+pub mod process;

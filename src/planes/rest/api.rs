@@ -22,6 +22,9 @@ pub fn router(_state: RestState) -> axum::Router<RestState> {
         .route("/v1/network", get(network))
         .route("/v1/identity", get(identity))
         .route("/metrics", get(metrics))
+        .route("/v1/policy", get(policy))
+        .route("/v1/policy/config", get(config_policy))
+        .route("/v1/peers", get(peers))
 }
 
 async fn livez() -> &'static str {
@@ -50,7 +53,21 @@ async fn readyz(State(s): State<RestState>, RawQuery(q): RawQuery) -> Response {
     s.metrics.ready.set(i64::from(r.ready));
     let code = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     // Like kube-apiserver: the check list when asked, and always on failure.
-    let body = if verbose || !r.ready { r.render() } else { "ok\n".to_string() };
+    let mut body = if verbose || !r.ready { r.render() } else { "ok\n".to_string() };
+    if verbose {
+        // Self-verification per endpoint; it gates readiness only as the `verify` check.
+        let snap = s.snapshot.borrow().clone();
+        for c in snap.verification.as_array().into_iter().flatten() {
+            let ok = c["ok"].as_bool().unwrap_or(false);
+            body.push_str(&format!(
+                "verify {} {} {}: {}\n",
+                c["plane"].as_str().unwrap_or("?"),
+                c["endpoint"].as_str().unwrap_or("?"),
+                if ok { "ok" } else { "failed" },
+                c["detail"].as_str().unwrap_or("")
+            ));
+        }
+    }
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
@@ -77,6 +94,7 @@ async fn network(State(s): State<RestState>) -> Json<serde_json::Value> {
         "table": snap.table,
         "discovery": snap.discovery,
         "readiness": s.health.readiness(&[]),
+        "verification": snap.verification,
     }))
 }
 
@@ -100,4 +118,29 @@ async fn metrics(State(s): State<RestState>) -> Response {
         s.metrics.encode(),
     )
         .into_response()
+}
+
+fn not_yet(what: &str) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, format!("{what} not rendered yet\n")).into_response()
+}
+
+async fn policy(State(s): State<RestState>) -> Response {
+    let snap = s.snapshot.borrow().clone();
+    match &snap.policy {
+        Some(p) => Json(json!({"policy": p, "id": snap.identity.policy_id, "declared": snap.declared}))
+            .into_response(),
+        None => not_yet("the node policy is"),
+    }
+}
+
+async fn config_policy(State(s): State<RestState>) -> Response {
+    let snap = s.snapshot.borrow().clone();
+    match &snap.config_policy {
+        Some(p) => Json(p.clone()).into_response(),
+        None => not_yet("the config policy is"),
+    }
+}
+
+async fn peers(State(s): State<RestState>) -> Json<serde_json::Value> {
+    Json(s.snapshot.borrow().peers.clone())
 }

@@ -1,0 +1,126 @@
+//! `netstrap peers` and `/v1/peers`: read every node policy from the registry and dial each
+//! node's TCP, REST and broker endpoints concurrently, with a timeout — EdgeLake's
+//! `test network`, from outside the node.
+//!
+//! The address is chosen as EdgeLake peers choose it: `ip:port` when the policy has an `ip`,
+//! else `local_ip:port` (netstrap does not know the dialer's NAT, so the "same external IP →
+//! local address" rule is not applied).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::table::host_port;
+
+/// The node types whose policies describe dialable nodes.
+pub const NODE_TYPES: &[&str] = &["master", "operator", "query", "publisher", "generic"];
+
+/// One endpoint's reachability.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reach {
+    pub endpoint: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// One node and its endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerReport {
+    pub node_type: String,
+    pub name: String,
+    pub company: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub tcp: Option<Reach>,
+    pub rest: Option<Reach>,
+    pub broker: Option<Reach>,
+}
+
+impl PeerReport {
+    pub fn all_ok(&self) -> bool {
+        [&self.tcp, &self.rest, &self.broker].iter().all(|r| r.as_ref().is_none_or(|r| r.ok))
+    }
+}
+
+fn endpoints(inner: &serde_json::Map<String, Value>) -> (Option<String>, Option<String>, Option<String>) {
+    let text = |k: &str| inner.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(String::from);
+    let port = |k: &str| inner.get(k).and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()));
+    let Some(host) = text("ip").or_else(|| text("local_ip")) else { return (None, None, None) };
+    let at = |k: &str| port(k).and_then(|p| u16::try_from(p).ok()).map(|p| host_port(&host, p));
+    (at("port"), at("rest_port"), at("broker_port"))
+}
+
+async fn dial(endpoint: String, timeout: Duration) -> Reach {
+    let (ok, detail) = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&endpoint)).await {
+        Ok(Ok(_)) => (true, "reachable".to_string()),
+        Ok(Err(e)) => (false, e.to_string()),
+        Err(_) => (false, format!("no connection within {timeout:?}")),
+    };
+    Reach { endpoint, ok, detail }
+}
+
+/// Dial every node in `policies` (`{"<type>": {...}}` each), concurrently.
+pub async fn check(policies: &[Value], timeout: Duration) -> Vec<PeerReport> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, p) in policies.iter().enumerate() {
+        let Some((ty, inner)) = p.as_object().and_then(|o| o.iter().next()) else { continue };
+        let Some(inner) = inner.as_object() else { continue };
+        let text = |k: &str| inner.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let (tcp, rest, broker) = endpoints(inner);
+        let (ty, name, company, id) = (
+            ty.clone(),
+            text("name"),
+            text("company"),
+            inner.get("id").and_then(Value::as_str).map(String::from),
+        );
+        set.spawn(async move {
+            let (tcp, rest, broker) = tokio::join!(
+                async {
+                    match tcp {
+                        Some(e) => Some(dial(e, timeout).await),
+                        None => None,
+                    }
+                },
+                async {
+                    match rest {
+                        Some(e) => Some(dial(e, timeout).await),
+                        None => None,
+                    }
+                },
+                async {
+                    match broker {
+                        Some(e) => Some(dial(e, timeout).await),
+                        None => None,
+                    }
+                },
+            );
+            (i, PeerReport { node_type: ty, name, company, id, tcp, rest, broker })
+        });
+    }
+    let mut out = set.join_all().await;
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The reachability table.
+pub fn render(reports: &[PeerReport]) -> String {
+    let cell = |r: &Option<Reach>| match r {
+        None => "-".to_string(),
+        Some(r) if r.ok => format!("{} ok", r.endpoint),
+        Some(r) => format!("{} FAILED ({})", r.endpoint, r.detail),
+    };
+    let mut rows: Vec<[String; 5]> = vec![["Type", "Name", "TCP", "REST", "Broker"].map(String::from)];
+    for r in reports {
+        rows.push([r.node_type.clone(), r.name.clone(), cell(&r.tcp), cell(&r.rest), cell(&r.broker)]);
+    }
+    let widths: Vec<usize> =
+        (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in &rows {
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
+}

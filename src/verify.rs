@@ -1,0 +1,121 @@
+//! Self-verification (DESIGN.md §2 step 6): dial every advertised endpoint — the cluster name
+//! and the external address — and prove with a nonce that *this* process answered, not
+//! another replica behind the same Service.
+//!
+//! - rest: `GET /v1/identity?nonce=` must echo the nonce with this process's instance id;
+//! - tcp in native mode: the peer protocol's `hello` likewise;
+//! - tcp in relay mode and the broker: reachability only (a relay or an MQTT broker cannot
+//!   say which replica answered).
+//!
+//! A Service routes only to ready pods, so verification reports by default and gates
+//! readiness only with `NETSTRAP_VERIFY=gate` (then use `publishNotReadyAddresses: true` on
+//! the Service, or the first check can never pass).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::planes::Identity;
+use crate::planes::tcp;
+use crate::table::{ConnectionTable, Plane, host_port};
+
+/// The result for one advertised endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EndpointCheck {
+    pub plane: Plane,
+    pub endpoint: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// A fresh random nonce.
+fn nonce() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Check that `answer` (identity + echoed nonce) is this process.
+fn judge(me: &Identity, nonce: &str, echoed: &str, answer: &Identity) -> (bool, String) {
+    if echoed != nonce {
+        return (false, "answered with a different nonce".into());
+    }
+    if answer.instance_id != me.instance_id {
+        return (
+            false,
+            format!(
+                "answered by another instance ({} \"{}\"), not this one ({}): the address reaches a different replica",
+                answer.instance_id, answer.name, me.instance_id
+            ),
+        );
+    }
+    (true, "answered as this instance".into())
+}
+
+async fn check_rest(me: &Identity, endpoint: &str, timeout: Duration) -> (bool, String) {
+    let n = nonce();
+    let url = format!("http://{endpoint}/v1/identity?nonce={n}");
+    let reply = crate::discover::with_timeout(timeout, crate::discover::http::request(hyper::Method::GET, &url, &[])).await;
+    match reply {
+        Ok((status, _, body)) if status.is_success() => {
+            #[derive(serde::Deserialize)]
+            struct Reply {
+                nonce: String,
+                identity: Identity,
+            }
+            match serde_json::from_slice::<Reply>(&body) {
+                Ok(r) => judge(me, &n, &r.nonce, &r.identity),
+                Err(_) => (false, "answered, but not with a netstrap identity".into()),
+            }
+        }
+        Ok((status, _, _)) => (false, format!("answered {status}")),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+async fn check_tcp(me: &Identity, endpoint: &str, native: bool, timeout: Duration) -> (bool, String) {
+    if native {
+        let n = nonce();
+        return match tcp::hello(endpoint, &n, timeout).await {
+            Ok(answer) => judge(me, &n, &n, &answer),
+            Err(e) => (false, e),
+        };
+    }
+    reachable(endpoint, timeout).await
+}
+
+async fn reachable(endpoint: &str, timeout: Duration) -> (bool, String) {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(endpoint)).await {
+        Ok(Ok(_)) => (true, "reachable (a relay cannot prove which replica answered)".into()),
+        Ok(Err(e)) => (false, format!("cannot connect: {e}")),
+        Err(_) => (false, format!("no connection within {timeout:?}")),
+    }
+}
+
+/// Verify every advertised endpoint of `table`, concurrently.
+pub async fn verify(table: &ConnectionTable, me: &Identity, tcp_native: bool, timeout: Duration) -> Vec<EndpointCheck> {
+    let mut targets = Vec::new();
+    for row in &table.rows {
+        for endpoint in [
+            host_port(&row.cluster_host.value, row.cluster_port.value),
+            host_port(&row.external_host.value, row.external_port.value),
+        ] {
+            if !targets.contains(&(row.plane, endpoint.clone())) {
+                targets.push((row.plane, endpoint));
+            }
+        }
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (i, (plane, endpoint)) in targets.into_iter().enumerate() {
+        let me = me.clone();
+        set.spawn(async move {
+            let (ok, detail) = match plane {
+                Plane::Rest => check_rest(&me, &endpoint, timeout).await,
+                Plane::Tcp => check_tcp(&me, &endpoint, tcp_native, timeout).await,
+                Plane::Broker => reachable(&endpoint, timeout).await,
+            };
+            (i, EndpointCheck { plane, endpoint, ok, detail })
+        });
+    }
+    let mut out: Vec<(usize, EndpointCheck)> = set.join_all().await;
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, c)| c).collect()
+}
