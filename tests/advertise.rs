@@ -215,3 +215,81 @@ fn peers_reports_which_of_three_nodes_is_down() {
     assert!(line("n2").matches("FAILED").count() == 3, "{table}");
     assert!(!line("n3").contains("FAILED"), "{table}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_loadbalancer_ip_at_runtime_is_redeclared_replacing_the_old_policy() {
+    use support::dns_server::ClusterDns;
+    use support::fake_kube::{self, FakeKube};
+    let kube = FakeKube::start_https("t0k3n").await;
+    let dns = ClusterDns::start(&[("op.edge.svc.cluster.local", "10.96.7.7".parse().unwrap())]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sa = fake_kube::write_sa_dir(&dir.path().join("sa"), "t0k3n", "edge");
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "search edge.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\n",
+    )
+    .unwrap();
+    let (tcp, rest) = (free_port(), free_port());
+    let lb = |ip: &str| {
+        let svc = fake_kube::service(
+            "edge",
+            "op",
+            "LoadBalancer",
+            "10.96.7.7",
+            vec![
+                fake_kube::service_port("tcp", 32148, Some(&tcp.to_string()), Some(30148)),
+                fake_kube::service_port("rest", 32149, Some(&rest.to_string()), Some(30149)),
+            ],
+        );
+        fake_kube::with_ingress(svc, &[(Some(ip), None)])
+    };
+    kube.set_service(lb("198.51.100.20"));
+    let ledger = dir.path().join("blockchain.json");
+    let env: Vec<(&str, String)> = vec![
+        ("NETSTRAP_ENVIRONMENT", "kubernetes".into()),
+        ("KUBERNETES_SERVICE_HOST", "127.0.0.1".into()),
+        ("KUBERNETES_SERVICE_PORT", kube.addr().port().to_string()),
+        ("NETSTRAP_SA_DIR", sa.display().to_string()),
+        ("NETSTRAP_RESOLV_CONF", resolv.display().to_string()),
+        ("NETSTRAP_NAMESERVER", dns.addr.to_string()),
+        ("NETSTRAP_SERVICE", "op".into()),
+        ("POD_IP", "127.0.0.1".into()),
+        ("NODE_TYPE", "query".into()),
+        ("NETSTRAP_LEDGER", format!("file://{}", ledger.display())),
+        ("NETSTRAP_WATCH_INTERVAL", "1".into()),
+        ("NETSTRAP_SHUTDOWN_DELAY", "0".into()),
+        ("ANYLOG_SERVER_PORT", tcp.to_string()),
+        ("ANYLOG_REST_PORT", rest.to_string()),
+    ];
+    let state = dir.path().join("state");
+    let n = tokio::task::spawn_blocking(move || {
+        let n = start(&state, &env);
+        n.wait_ready();
+        n
+    })
+    .await
+    .unwrap();
+    let first = ledger_lines(&ledger);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["query"]["ip"], "198.51.100.20");
+    assert_eq!(first[0]["query"]["port"], 32148, "the LoadBalancer port");
+    assert_eq!(first[0]["query"]["local_ip"], "op.edge.svc.cluster.local");
+    let old_id = first[0]["query"]["id"].as_str().unwrap().to_string();
+
+    kube.set_service(lb("198.51.100.21"));
+    let ledger2 = ledger.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_until("re-declared", || {
+            ledger_lines(&ledger2).first().is_some_and(|l| l["query"]["ip"] == "198.51.100.21")
+        })
+    })
+    .await
+    .unwrap();
+    let after = ledger_lines(&ledger);
+    assert_eq!(after.len(), 1, "replaced, not added: {after:?}");
+    assert!(!std::fs::read_to_string(&ledger).unwrap().contains(&old_id));
+    let (code, log) = tokio::task::spawn_blocking(move || n.stop()).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(log.contains("an advertised value changed") && log.contains("198.51.100.21"), "{log}");
+}
