@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 use support::process::{Netstrap, free_port, start, wait_until};
 
-fn ledger_lines(path: &Path) -> Vec<Value> {
+/// Every line of the ledger, each parsed (a torn line fails the test).
+fn all_lines(path: &Path) -> Vec<Value> {
     match std::fs::read_to_string(path) {
         Ok(t) => t
             .lines()
@@ -17,6 +18,11 @@ fn ledger_lines(path: &Path) -> Vec<Value> {
             .collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// The node policies in the ledger (the shared config policy is there too).
+fn ledger_lines(path: &Path) -> Vec<Value> {
+    all_lines(path).into_iter().filter(|l| l.get("config").is_none()).collect()
 }
 
 fn node_env(ledger: &Path, extra: &[(&str, &str)]) -> Vec<(&'static str, String)> {
@@ -72,6 +78,10 @@ fn restart_storm_with_a_new_pod_ip_each_time_leaves_one_policy_with_one_id() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["query"]["id"], ids[0].as_str());
     assert_eq!(lines[0]["query"]["local_ip"], "query1.edge.example");
+    let configs: Vec<Value> = all_lines(&ledger).into_iter().filter(|l| l.get("config").is_some()).collect();
+    assert_eq!(configs.len(), 1, "one shared config policy: {configs:?}");
+    assert_eq!(configs[0]["config"]["name"], "query-acme-co-configs");
+    assert_eq!(configs[0]["config"]["ip"], "!external_ip", "kept as a quoted literal");
 }
 
 #[test]
@@ -292,4 +302,57 @@ async fn a_new_loadbalancer_ip_at_runtime_is_redeclared_replacing_the_old_policy
     let (code, log) = tokio::task::spawn_blocking(move || n.stop()).await.unwrap();
     assert_eq!(code, 0);
     assert!(log.contains("an advertised value changed") && log.contains("198.51.100.21"), "{log}");
+}
+
+#[test]
+fn files_tell_the_node_to_bind_loopback_behind_the_relays_and_reply_with_the_advertised_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let n = start(
+        &state,
+        &[
+            ("NODE_TYPE", "operator".to_string()),
+            ("NETSTRAP_CLUSTER_ID", "c0ffee".to_string()),
+            ("DNS", "op.edge.svc.cluster.local".to_string()),
+            ("EXTERNAL_IP", "203.0.113.7".to_string()),
+            ("NETSTRAP_TCP_UPSTREAM", "127.0.0.1:42148".to_string()),
+            ("NETSTRAP_REST_UPSTREAM", "127.0.0.1:42149".to_string()),
+        ],
+    );
+    n.wait_ready();
+    wait_until("files", || state.join("netstrap.al").exists());
+    let al = std::fs::read_to_string(state.join("netstrap.al")).unwrap();
+    let tcp_line = al.lines().find(|l| l.starts_with("run tcp server")).unwrap_or_else(|| panic!("{al}"));
+    assert_eq!(
+        tcp_line,
+        format!(
+            "run tcp server where external_ip=203.0.113.7 and external_port={} and internal_ip=127.0.0.1 and \
+             internal_port=42148 and bind=true and threads=6",
+            n.tcp
+        )
+    );
+    assert!(
+        al.contains("run rest server where external_ip=203.0.113.7") && al.contains("internal_port=42149"),
+        "{al}"
+    );
+    assert!(al.contains("timeout=30") && al.contains("ssl=false"), "{al}");
+    assert!(al.contains(&format!("set reply ip and port = 203.0.113.7:{}", n.tcp)), "{al}");
+    let env = std::fs::read_to_string(state.join("netstrap.env")).unwrap();
+    for want in [
+        "DNS=op.edge.svc.cluster.local",
+        "EXTERNAL_IP=203.0.113.7",
+        "ANYLOG_SERVER_PORT=42148",
+        "TCP_BIND=true",
+        "ANYLOG_REST_PORT=42149",
+        "NODE_NAME=\"op.edge.svc.cluster.local operator\"",
+    ] {
+        assert!(env.contains(want), "{want} missing in\n{env}");
+    }
+    let policy: Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("node_policy.json")).unwrap()).unwrap();
+    assert_eq!(policy["operator"]["cluster"], "c0ffee");
+    assert_eq!(policy["operator"]["ip"], "203.0.113.7");
+    let (_, body) = n.get("/v1/policy/config").unwrap();
+    let config: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(config["config"]["name"], "operator-new-company-configs");
 }

@@ -89,7 +89,7 @@ impl NodeFiles<'_> {
     pub fn al(&self) -> String {
         let mut t = String::from(
             "# Rendered by netstrap: the node listens on loopback behind netstrap's relays and\n\
-             # advertises the stable addresses. Apply with: process !anylog_path/netstrap.al\n",
+             # advertises the stable addresses. Apply with: process !!anylog_path/netstrap.al\n",
         );
         for row in &self.table.rows {
             let p = crate::report::json_name(&row.plane);

@@ -103,7 +103,7 @@ impl Advertiser {
     /// Advertise, then re-discover every watch interval until shutdown; an advertised
     /// value that changed is re-rendered, re-declared (replace, not add) and rewritten.
     pub async fn run(self, mut discovery: Discovery, mut table: ConnectionTable, shutdown: Shutdown) {
-        let mut declared: Option<Value> = None;
+        let mut declared: Option<(Value, Value)> = None;
         let mut backoff = Backoff::default();
         let mut last_verified: Vec<EndpointCheck> = Vec::new();
         loop {
@@ -199,7 +199,14 @@ impl Advertiser {
         checks
     }
 
-    async fn step(&self, d: &Discovery, table: &ConnectionTable, declared: &mut Option<Value>) -> Step {
+    /// Render, write the files, declare what changed. `declared` holds the node and config
+    /// policies last declared.
+    async fn step(
+        &self,
+        d: &Discovery,
+        table: &ConnectionTable,
+        declared: &mut Option<(Value, Value)>,
+    ) -> Step {
         let cluster = match self.cluster_id().await {
             Ok(c) => c,
             Err(e) => {
@@ -238,10 +245,20 @@ impl Advertiser {
             next.discovery = serde_json::to_value(d).unwrap_or_default();
             *s = Arc::new(next);
         });
-        if declared.as_ref() == Some(&policy) {
+        if declared.as_ref().is_some_and(|(n, c)| *n == policy && *c == config) {
             return Step::Done;
         }
-        if let Some(old) = declared.as_ref() {
+        // The config policy is shared by every node of a type: identical copies are no-ops.
+        if declared.as_ref().map(|(_, c)| c) != Some(&config)
+            && let Err(e) = declare(&self.registry, &config).await
+        {
+            warn!("cannot declare the config policy: {e}; retrying");
+            self.health.set(CHECK_POLICY, Check::Pending(format!("registry: {e}")));
+            return Step::Retry;
+        }
+        if let Some((old, _)) = declared.as_ref()
+            && *old != policy
+        {
             info!(changes = %changes(old, &policy), "an advertised value changed: re-declaring");
         }
         match declare(&self.registry, &policy).await {
@@ -261,7 +278,7 @@ impl Advertiser {
                     next.declared = json;
                     *s = Arc::new(next);
                 });
-                *declared = Some(policy);
+                *declared = Some((policy, config));
                 Step::Done
             }
             Err(e) => {
