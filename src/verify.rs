@@ -53,7 +53,9 @@ fn judge(me: &Identity, nonce: &str, echoed: &str, answer: &Identity) -> (bool, 
 async fn check_rest(me: &Identity, endpoint: &str, timeout: Duration) -> (bool, String) {
     let n = nonce();
     let url = format!("http://{endpoint}/v1/identity?nonce={n}");
-    let reply = crate::discover::with_timeout(timeout, crate::discover::http::request(hyper::Method::GET, &url, &[])).await;
+    let reply =
+        crate::discover::with_timeout(timeout, crate::discover::http::request(hyper::Method::GET, &url, &[]))
+            .await;
     match reply {
         Ok((status, _, body)) if status.is_success() => {
             #[derive(serde::Deserialize)]
@@ -91,7 +93,12 @@ async fn reachable(endpoint: &str, timeout: Duration) -> (bool, String) {
 }
 
 /// Verify every advertised endpoint of `table`, concurrently.
-pub async fn verify(table: &ConnectionTable, me: &Identity, tcp_native: bool, timeout: Duration) -> Vec<EndpointCheck> {
+pub async fn verify(
+    table: &ConnectionTable,
+    me: &Identity,
+    tcp_native: bool,
+    timeout: Duration,
+) -> Vec<EndpointCheck> {
     let mut targets = Vec::new();
     for row in &table.rows {
         for endpoint in [
