@@ -18,8 +18,12 @@
 //! - [`bind`] — binding the listeners, with errors that name plane, address and cause.
 //! - [`planes`] — the tcp (peer protocol / relay), rest (API + proxy) and broker (MQTT) planes.
 //! - [`health`] — readiness latches and draining; [`metrics`] — Prometheus metrics.
-//! - `lifecycle` — `netstrap run`: discover, bind, serve, shut down gracefully.
-//! - [`policy`] — EdgeLake policy ids and templates.
+//! - [`lifecycle`] — `netstrap run`: discover, bind, serve, advertise, shut down gracefully.
+//! - [`policy`] — EdgeLake policies: rendering, ids, the `!var` template language.
+//! - [`advertise`] — render, write the node's files ([`state`]: atomic writes), declare in a
+//!   [`registry`] (EdgeLake REST, JSON-lines file, none) with retry, and watch for changes.
+//! - [`verify`] — self-verification of the advertised endpoints; [`peers`] — reachability of
+//!   every node in the registry.
 //! - [`cli`], [`report`], [`probe`], [`logging`] — the command line and its output.
 
 pub mod advertise;
