@@ -36,7 +36,7 @@ use super::Shutdown;
 
 pub use hello::hello;
 pub use native::{MAX_NONCE, NativeOptions, handle_line, serve_native};
-pub use relay::{RelayOptions, serve_relay};
+pub use relay::{RelayOptions, proxy_header, serve_relay};
 
 /// Concurrent connections either mode accepts by default; more are closed at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;

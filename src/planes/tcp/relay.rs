@@ -121,7 +121,7 @@ async fn relay(client: TcpStream, peer: SocketAddr, opts: &RelayOptions, metrics
 /// A PROXY protocol v2 header: PROXY command, TCP, `source` (the client) to `destination` (the
 /// address it connected to). Both addresses are put in one family: IPv4-mapped IPv6 addresses
 /// (from a dual-stack listener) become IPv4, and a mixed pair becomes IPv6.
-fn proxy_header(source: SocketAddr, destination: SocketAddr) -> io::Result<Vec<u8>> {
+pub fn proxy_header(source: SocketAddr, destination: SocketAddr) -> io::Result<Vec<u8>> {
     let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
     let v6 = |a: SocketAddr| match a.ip() {
         IpAddr::V4(ip) => SocketAddr::new(IpAddr::V6(ip.to_ipv6_mapped()), a.port()),
