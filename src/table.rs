@@ -190,13 +190,30 @@ fn row(
     };
     // A broker row exists only with a port (checked by the configuration).
     let port = s.port.clone().unwrap_or_else(|| Found::new(0, Provenance::new("no port")));
+    // Without an address that reaches us from outside, outside peers get what inside peers
+    // get: the stable name and the Service port — never the pod IP.
+    let (external_host, external_port) = if crate::policy::render::advertises_external(d) {
+        (Found::new(d.external.value.host.clone(), d.external.why.clone()), exposed.external.clone())
+    } else {
+        (
+            Found::new(
+                d.stable_name.value.clone(),
+                Provenance::new(format!(
+                    "the stable name: no external address reaches this node ({})",
+                    d.external.why.summary()
+                )),
+            ),
+            // A port the operator configured (a Docker published port) still stands.
+            if s.external_port.is_some() { exposed.external.clone() } else { exposed.cluster.clone() },
+        )
+    };
     PlaneRow {
         plane,
         mode,
         bind_ip,
         port,
-        external_host: Found::new(d.external.value.host.clone(), d.external.why.clone()),
-        external_port: exposed.external.clone(),
+        external_host,
+        external_port,
         cluster_host: d.stable_name.clone(),
         cluster_port: exposed.cluster.clone(),
         threads: s.threads.clone(),

@@ -76,8 +76,7 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
     let (external, candidates) = external_chain(settings, &kube, &local_ip).await;
     if external.value.source == ExternalIpSource::LocalFallback {
         warnings.push(format!(
-            "no external address found; advertising the local IP {} ({})",
-            local_ip.value,
+            "no external address found ({}); outside peers are given the stable name",
             external.why.skipped.join("; ")
         ));
     }

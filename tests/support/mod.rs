@@ -4,4 +4,5 @@
 
 pub mod dns_server;
 pub mod fake_kube;
+pub mod netns;
 pub mod process;
