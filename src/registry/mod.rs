@@ -3,6 +3,7 @@
 //! none (render and write files only). One interface, [`Registry`]; the idempotent declare
 //! is in [`declare`].
 
+pub mod anylog;
 pub mod declare;
 pub mod file;
 
