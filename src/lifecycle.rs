@@ -140,7 +140,11 @@ pub fn run(settings: Settings) -> ExitCode {
     let (snap_tx, snap_rx) = tokio::sync::watch::channel(Arc::new(snap));
     let shutdown = Shutdown::new();
     let settings = Arc::new(settings);
-    let registry = match Registry::parse(settings.ledger.as_deref()) {
+    let registry = match Registry::parse(
+        settings.ledger.as_deref(),
+        &table.ledger_conn.value,
+        crate::registry::REQUEST_TIMEOUT,
+    ) {
         Ok(r) => r,
         Err(e) => {
             error!("{e}");

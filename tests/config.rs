@@ -155,6 +155,19 @@ fn typos_in_file_or_flags_are_caught_with_a_suggestion() {
 }
 
 #[test]
+fn every_netstrap_setting_is_accepted_in_a_configuration_file() {
+    let file = parse_toml(
+        "NETSTRAP_LEDGER = \"file:///data/blockchain.json\"\nNETSTRAP_CLUSTER_ID = \"abc\"\n\
+         NETSTRAP_STATE_DIR = \"/data/netstrap\"\nNETSTRAP_WATCH_INTERVAL = 10\nNETSTRAP_VERIFY = \"gate\"\n",
+    )
+    .unwrap();
+    let layers = Layers::new().push(Origin::File("netstrap.toml".into()), file);
+    let s = Settings::parse(&layers).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.ledger.as_deref(), Some("file:///data/blockchain.json"));
+    assert_eq!(s.watch_interval, std::time::Duration::from_secs(10));
+}
+
+#[test]
 fn nested_toml_tables_are_refused_with_a_hint() {
     let err = parse_toml("[tcp]\nbind = true\n").unwrap_err();
     assert!(err.contains("flat keys"), "{err}");

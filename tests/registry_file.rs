@@ -6,6 +6,10 @@ use netstrap::registry::declare::{Declared, declare};
 use netstrap::registry::file::python_json;
 use serde_json::{Value, json};
 
+fn parse(setting: Option<&str>) -> Result<Registry, String> {
+    Registry::parse(setting, "127.0.0.1:32048", netstrap::registry::REQUEST_TIMEOUT)
+}
+
 fn operator(ip: &str) -> Value {
     json!({"operator": {
         "name": "op-1", "company": "Acme Co", "hostname": "op", "ip": ip,
@@ -17,7 +21,7 @@ fn operator(ip: &str) -> Value {
 fn ledger() -> (tempfile::TempDir, Registry, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("blockchain.json");
-    let reg = Registry::parse(Some(&format!("file://{}", path.display()))).unwrap();
+    let reg = parse(Some(&format!("file://{}", path.display()))).unwrap();
     (dir, reg, path)
 }
 
@@ -106,7 +110,7 @@ fn several_processes_declaring_at_once_leave_one_policy() {
             let url = url.clone();
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                let reg = Registry::parse(Some(&url)).unwrap();
+                let reg = parse(Some(&url)).unwrap();
                 let ip = if i % 2 == 0 { "203.0.113.1" } else { "203.0.113.2" };
                 rt.block_on(declare(&reg, &operator(ip))).unwrap()
             })
@@ -121,9 +125,14 @@ fn several_processes_declaring_at_once_leave_one_policy() {
 
 #[test]
 fn bad_ledger_settings_say_what_is_accepted() {
-    let e = Registry::parse(Some("file://relative/path.json")).unwrap_err();
+    let e = parse(Some("file://relative/path.json")).unwrap_err();
     assert!(e.contains("absolute path"), "{e}");
-    let e = Registry::parse(Some("etcd://x")).unwrap_err();
+    let e = parse(Some("etcd://x")).unwrap_err();
     assert!(e.contains("anylog://host:port") && e.contains("file:///"), "{e}");
-    assert!(matches!(Registry::parse(None), Ok(Registry::None)));
+    assert!(matches!(parse(None), Ok(Registry::None)));
+    assert!(matches!(parse(Some("anylog://edgelake-master:32049")), Ok(Registry::Anylog(_))));
+    for bad in ["anylog://edgelake-master", "anylog://:32049", "anylog://host:0", "anylog://host:32049/x"] {
+        let e = parse(Some(bad)).unwrap_err();
+        assert!(e.contains("anylog://host:rest_port"), "{bad}: {e}");
+    }
 }

@@ -234,6 +234,8 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn raw(&self, key: &str) -> Option<(&'a str, Provenance)> {
+        // Every variable read is documented (and so accepted in a configuration file).
+        debug_assert!(variables::find(key).is_some(), "{key} is read but missing from config/variables.rs");
         self.layers.get(key).map(|(v, origin)| (v, Provenance::new(format!("{origin} {key}"))))
     }
 
@@ -649,7 +651,11 @@ impl Settings {
 
         let mut errors = r.errors;
         errors.extend(settings.consistency_errors());
-        if let Err(e) = crate::registry::Registry::parse(settings.ledger.as_deref()) {
+        if let Err(e) = crate::registry::Registry::parse(
+            settings.ledger.as_deref(),
+            &settings.ledger_conn.value,
+            crate::registry::REQUEST_TIMEOUT,
+        ) {
             errors.push(ConfigError::Invalid {
                 key: "NETSTRAP_LEDGER".into(),
                 value: settings.ledger.clone().unwrap_or_default(),

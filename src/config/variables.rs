@@ -161,6 +161,28 @@ pub const NETSTRAP: &[Variable] = &[
         "MQTT username the embedded broker requires (with NETSTRAP_BROKER_PASSWORD)",
     ),
     v("NETSTRAP_BROKER_PASSWORD", "unset", "MQTT password the embedded broker requires; never logged"),
+    v(
+        "NETSTRAP_LEDGER",
+        "none",
+        "registry the node policy is declared in: anylog://host:rest_port (an EdgeLake node), \
+         file:///path/blockchain.json (EdgeLake's JSON-lines ledger, shareable) or none",
+    ),
+    v(
+        "NETSTRAP_CLUSTER_ID",
+        "unset",
+        "operator: the cluster policy's id (else looked up or declared from CLUSTER_NAME)",
+    ),
+    v(
+        "NETSTRAP_STATE_DIR",
+        "./netstrap-state",
+        "where netstrap writes the node's files (netstrap.env, policies, network.json)",
+    ),
+    v("NETSTRAP_WATCH_INTERVAL", "30", "seconds between re-discoveries; an advertised change is re-declared"),
+    v(
+        "NETSTRAP_VERIFY",
+        "report",
+        "self-verification of the advertised endpoints: report, gate (readiness waits for it) or off",
+    ),
     v("NETSTRAP_LOG", "info", "log filter (tracing EnvFilter syntax)"),
     v("NETSTRAP_LOG_FORMAT", "text", "text or json"),
 ];

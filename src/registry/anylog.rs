@@ -153,6 +153,12 @@ impl AnylogClient {
         self.get_command(&command).await
     }
 
+    /// Every policy of `policy_type`.
+    pub async fn get_all(&self, policy_type: &str) -> Result<Vec<Value>, AnylogError> {
+        check_word("policy type", policy_type)?;
+        self.get_command(&format!("blockchain get {policy_type}")).await
+    }
+
     /// The id of the cluster policy named `name` (in `company` when given), `None` when there
     /// is none.
     pub async fn get_cluster_id(

@@ -7,8 +7,11 @@ pub mod anylog;
 pub mod declare;
 pub mod file;
 
+use std::time::Duration;
+
 use serde_json::Value;
 
+use anylog::{AnylogClient, AnylogError};
 use file::FileLedger;
 
 /// Why a registry operation failed.
@@ -25,16 +28,23 @@ pub enum RegistryError {
     Invalid(String),
 }
 
+/// How long one request to an EdgeLake registry may take, connect to last byte. Declaring
+/// is off the probe path, so a slow master delays only the policy latch.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A configured registry.
 #[derive(Clone, Debug)]
 pub enum Registry {
     None,
     File(FileLedger),
+    /// An EdgeLake node's REST server; inserts and deletes are pushed to its master.
+    Anylog(AnylogClient),
 }
 
 impl Registry {
-    /// Parse `NETSTRAP_LEDGER`.
-    pub fn parse(setting: Option<&str>) -> Result<Registry, String> {
+    /// Parse `NETSTRAP_LEDGER`. `master` is `LEDGER_CONN` (where an EdgeLake node pushes
+    /// what it is given); `timeout` bounds each REST request.
+    pub fn parse(setting: Option<&str>, master: &str, timeout: Duration) -> Result<Registry, String> {
         let Some(s) = setting.map(str::trim).filter(|s| !s.is_empty() && *s != "none") else {
             return Ok(Registry::None);
         };
@@ -45,6 +55,18 @@ impl Registry {
                 ));
             }
             return Ok(Registry::File(FileLedger::new(path)));
+        }
+        if let Some(addr) = s.strip_prefix("anylog://") {
+            let addr = addr.trim_end_matches('/');
+            let port_ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !port_ok || addr.contains('/') {
+                return Err(format!(
+                    "NETSTRAP_LEDGER={s}: an EdgeLake registry is anylog://host:rest_port, e.g. anylog://edgelake-master:32049"
+                ));
+            }
+            return Ok(Registry::Anylog(AnylogClient::new(addr, master, timeout)));
         }
         Err(format!("NETSTRAP_LEDGER={s}: expected anylog://host:port, file:///path/blockchain.json or none"))
     }
@@ -63,6 +85,7 @@ impl Registry {
                     (f.clone(), policy_type.to_string(), company.to_string(), name.to_string());
                 blocking(move || f.find(&t, &c, &n)).await
             }
+            Registry::Anylog(a) => Ok(a.get(policy_type, company, name).await?),
         }
     }
 
@@ -74,6 +97,13 @@ impl Registry {
                 let f = f.clone();
                 blocking(move || f.all(crate::peers::NODE_TYPES)).await
             }
+            Registry::Anylog(a) => {
+                let mut all = Vec::new();
+                for ty in crate::peers::NODE_TYPES {
+                    all.extend(a.get_all(ty).await?);
+                }
+                Ok(all)
+            }
         }
     }
 
@@ -84,6 +114,37 @@ impl Registry {
             Registry::File(f) => {
                 let (f, old, p) = (f.clone(), old_ids.to_vec(), policy.cloned());
                 blocking(move || f.replace(&old, p.as_ref()).map(|_| ())).await
+            }
+            Registry::Anylog(a) => {
+                // An unconfirmed delete is settled by the caller's read-back.
+                for id in old_ids {
+                    a.delete(id).await?;
+                }
+                match policy.map(|p| (p, a)) {
+                    None => Ok(()),
+                    Some((p, a)) => match a.insert(p).await {
+                        // The same content has the same id: an earlier insert already stored it
+                        // (its read-back ran before the node had it).
+                        Err(AnylogError::Refused { err_code: Some(70), .. }) => Ok(()),
+                        other => Ok(other?),
+                    },
+                }
+            }
+        }
+    }
+}
+
+impl From<AnylogError> for RegistryError {
+    fn from(e: AnylogError) -> RegistryError {
+        match e {
+            AnylogError::Unreachable { .. } | AnylogError::Timeout { .. } => {
+                RegistryError::Unavailable(e.to_string())
+            }
+            // 208: the node cannot reach its master now.
+            AnylogError::Refused { err_code: Some(208), .. } => RegistryError::Unavailable(e.to_string()),
+            AnylogError::Refused { .. } | AnylogError::BadReply(_) => RegistryError::Refused(e.to_string()),
+            AnylogError::InvalidPolicy(_) | AnylogError::AmbiguousCluster { .. } => {
+                RegistryError::Invalid(e.to_string())
             }
         }
     }
