@@ -4,13 +4,15 @@
 //! cluster; each skips with `SKIPPED: <why>` where namespaces cannot be made (not root).
 //!
 //! The registry is a `file://` ledger on a volume every pod mounts (as a ReadWriteMany
-//! volume would be): netstrap has no network registry client (`anylog://`) yet.
+//! volume would be), except in the rolling-restart scenario, where it is an EdgeLake node's
+//! REST server (`anylog://`) in a pod of its own.
 
 mod support;
 
 use std::time::Duration;
 
 use serde_json::Value;
+use support::fake_edgelake::FakeEdgeLake;
 use support::netns::{Cluster, Pod, Port, Proc, TOKEN, poll};
 
 const NETSTRAP: &str = env!("CARGO_BIN_EXE_netstrap");
@@ -344,38 +346,46 @@ fn cluster_dns_down_at_start_is_live_not_ready_with_the_reason_then_ready_withou
 }
 
 #[test]
-fn rolling_restart_with_a_shared_registry_keeps_every_policy_once() {
+fn rolling_restart_with_the_registry_in_another_pod_keeps_every_policy_once() {
     let Some(mut c) = Cluster::new(2) else { return };
+    // The registry: an EdgeLake node's REST server (the fake, which speaks EdgeLake's
+    // protocol) in its own pod behind its own Service, reached by name.
+    c.add_service(NS, "edgelake-master", "ClusterIP", vec![Port::tcp("rest", 32049, 32049)]);
+    let registry_pod = c.create_pod("edgelake-master", NS, 0);
+    let fake = c.block_on(FakeEdgeLake::start());
+    c.serve_from_pod(&registry_pod, 32049, fake.addr());
+    let ledger = ("NETSTRAP_LEDGER", "anylog://edgelake-master:32049".to_string());
+
     let apps = ["edge-a", "edge-b", "edge-c"];
     let mut running = Vec::new();
     for (i, app) in apps.iter().enumerate() {
         c.add_service(NS, app, "ClusterIP", ports());
         let pod = c.create_pod(app, NS, i % 2);
-        let p = netstrap(&c, &pod, app, &[ledger_env(&c)]);
+        let p = netstrap(&c, &pod, app, std::slice::from_ref(&ledger));
         running.push((pod, p));
     }
     for (pod, p) in &mut running {
         wait_ready(&c, pod, p);
     }
-    let ids = |c: &Cluster| {
-        let mut v: Vec<(String, String)> = node_policies(c)
+    let ids = || {
+        let mut v: Vec<(String, String)> = fake
+            .policies()
             .iter()
-            .map(|p| {
-                (p["generic"]["name"].as_str().unwrap().into(), p["generic"]["id"].as_str().unwrap().into())
-            })
+            .filter_map(|p| p.get("generic"))
+            .map(|p| (p["name"].as_str().unwrap().into(), p["id"].as_str().unwrap().into()))
             .collect();
         v.sort();
         v
     };
-    let before = ids(&c);
+    let before = ids();
     assert_eq!(before.len(), 3, "{before:?}");
 
     // maxSurge 1, maxUnavailable 0: the new pod is ready before the old one terminates.
     for (old, p_old) in std::mem::take(&mut running) {
         let new = c.create_pod(&old.app, NS, (old.node + 1) % 2);
-        let mut p_new = netstrap(&c, &new, &old.app, &[ledger_env(&c)]);
+        let mut p_new = netstrap(&c, &new, &old.app, std::slice::from_ref(&ledger));
         wait_ready(&c, &new, &mut p_new);
-        assert_eq!(ids(&c), before, "while {} and {} both run", old.name, new.name);
+        assert_eq!(ids(), before, "while {} and {} both run", old.name, new.name);
         let declared = &policy(&c, &new)["declared"];
         assert_eq!(declared["action"], "unchanged", "the new pod found its identity: {declared}");
         let (code, log) = p_old.stop();
@@ -383,9 +393,15 @@ fn rolling_restart_with_a_shared_registry_keeps_every_policy_once() {
         c.delete_pod(&old);
         running.push((new, p_new));
     }
-    assert_eq!(ids(&c), before, "no duplicate, no lost policy");
+    assert_eq!(ids(), before, "no duplicate, no lost policy");
+    let inserts = fake
+        .requests()
+        .iter()
+        .filter(|r| r.header("command").is_some_and(|c| c.starts_with("blockchain insert")))
+        .count();
+    assert_eq!(inserts, 4, "three node policies and the shared config policy, each inserted once");
     let client = c.create_pod("client", NS, 1);
-    let out = c.exec(&client, &[ledger_env(&c)], &[NETSTRAP, "peers", "--json"]);
+    let out = c.exec(&client, std::slice::from_ref(&ledger), &[NETSTRAP, "peers", "--json"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "every node reachable by name: {text}");
     for app in apps {

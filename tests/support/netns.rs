@@ -256,11 +256,21 @@ impl Cluster {
     /// socat in the infra namespace forwards :6443 to a UNIX socket; the test process
     /// forwards that socket to the fake API server, which listens on the host's loopback.
     fn start_api_server(&mut self, infra: &str) {
-        let sock = self.dir.path().join("kube.sock");
         let target = self.kube.addr();
+        self.bridge(infra, INFRA_IP, API_PORT, target);
+        let kubeconfig = self.kube.write_kubeconfig(self.dir.path(), TOKEN, "default");
+        let text = std::fs::read_to_string(&kubeconfig).unwrap();
+        std::fs::write(&kubeconfig, text.replace(&self.kube.url(), &format!("http://{API_IP}:443"))).unwrap();
+    }
+
+    /// Make `target` (a server on the host's loopback, e.g. a fake in the test process) answer
+    /// at `addr:port` inside `netns`: socat there forwards to a UNIX socket that the test
+    /// process bridges to `target`. Returns once socat listens.
+    fn bridge(&mut self, netns: &str, addr: Ipv4Addr, port: u16, target: std::net::SocketAddr) {
+        let sock = self.dir.path().join(format!("bridge-{}.sock", self.daemons.len()));
         let listener = {
             let _guard = self.rt.enter();
-            tokio::net::UnixListener::bind(&sock).expect("bind the API server socket")
+            tokio::net::UnixListener::bind(&sock).expect("bind the bridge socket")
         };
         self.rt.spawn(async move {
             loop {
@@ -272,16 +282,25 @@ impl Cluster {
                 });
             }
         });
-        let listen = format!("TCP-LISTEN:{API_PORT},bind={INFRA_IP},fork,reuseaddr");
+        let listen = format!("TCP-LISTEN:{port},bind={addr},fork,reuseaddr");
         let unix = format!("UNIX-CONNECT:{}", sock.display());
-        self.daemon(infra, None, &["socat", &listen, &unix]);
-        poll("the API server forwarder to listen", Duration::from_secs(10), || {
-            let out = run(&["ip", "netns", "exec", infra, "ss", "-Hltn", &format!("sport = :{API_PORT}")])?;
+        self.daemon(netns, None, &["socat", &listen, &unix]);
+        poll("the bridge to listen", Duration::from_secs(10), || {
+            let out = run(&["ip", "netns", "exec", netns, "ss", "-Hltn", &format!("sport = :{port}")])?;
             if out.trim().is_empty() { Err("not listening".into()) } else { Ok(()) }
         });
-        let kubeconfig = self.kube.write_kubeconfig(self.dir.path(), TOKEN, "default");
-        let text = std::fs::read_to_string(&kubeconfig).unwrap();
-        std::fs::write(&kubeconfig, text.replace(&self.kube.url(), &format!("http://{API_IP}:443"))).unwrap();
+    }
+
+    /// Run `target` (a server in the test process) as if it were `pod`'s container listening
+    /// on `port`: reachable at the pod IP, so through the pod's Service like any workload.
+    pub fn serve_from_pod(&mut self, pod: &Pod, port: u16, target: std::net::SocketAddr) {
+        let (netns, addr) = (pod.netns.clone(), pod.ip);
+        self.bridge(&netns, addr, port, target);
+    }
+
+    /// Run `f` on the cluster's runtime (where in-process fakes live).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
     }
 
     /// A process the cluster itself runs (API forwarder, cluster DNS), logged into `dir`.
