@@ -342,7 +342,8 @@ fn files_tell_the_node_to_bind_loopback_behind_the_relays_and_reply_with_the_adv
         "DNS=op.edge.svc.cluster.local",
         "EXTERNAL_IP=203.0.113.7",
         "ANYLOG_SERVER_PORT=42148",
-        "TCP_BIND=true",
+        // EdgeLake binds *_BIND=true to the pod IP, which the loopback relay cannot reach.
+        "TCP_BIND=false",
         "ANYLOG_REST_PORT=42149",
         "NODE_NAME=\"op.edge.svc.cluster.local operator\"",
     ] {

@@ -150,7 +150,10 @@ impl NodeFiles<'_> {
                 Plane::Broker => ("ANYLOG_BROKER_PORT", "BROKER_BIND"),
             };
             put(var, internal.to_string());
-            put(bind, self.upstream(row.plane).is_some().to_string());
+            // Never true: EdgeLake's scripts bind `*_BIND=true` to the node's own (pod) IP,
+            // where netstrap's loopback relay cannot reach it. All interfaces works behind
+            // the relay; `netstrap.al` narrows it to loopback explicitly.
+            put(bind, "false".into());
         }
         put("LEDGER_CONN", self.table.ledger_conn.value.clone());
         put("NETSTRAP_STABLE_NAME", d.stable_name.value.clone());

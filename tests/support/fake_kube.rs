@@ -97,12 +97,12 @@ impl FakeKube {
     /// Serve HTTPS on 127.0.0.1:0 with the certificate from `tests/data/kube-tls/`.
     pub async fn start_https(token: &str) -> FakeKube {
         let read = |name: &str| std::fs::read(Path::new(TLS_DIR).join(name)).expect("kube-tls PEM file");
-        let certs = rustls_pemfile::certs(&mut read("server.crt").as_slice())
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_slice_iter(&read("server.crt"))
             .collect::<Result<Vec<_>, _>>()
             .expect("server.crt");
-        let key = rustls_pemfile::private_key(&mut read("server.key").as_slice())
-            .expect("server.key")
-            .expect("a private key in server.key");
+        let key = PrivateKeyDer::from_pem_slice(&read("server.key")).expect("a private key in server.key");
         let config =
             rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
