@@ -382,3 +382,91 @@ async fn clients_that_disconnect_cleanly_do_not_knock_out_the_next_one() {
         p.await.expect("probe task").expect("every client connects");
     }
 }
+
+/// Whether the server closes `s` (EOF or reset) within the broker's 5 s CONNECT timeout plus
+/// a margin, reading and discarding.
+async fn closed_by_server(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let wait = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(8), wait).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_packets_close_only_their_connection() {
+    let b = broker(None).await;
+    let mut sub = client("watcher", b.addr, |_| {});
+    sub.connected().await;
+    sub.subscribed("t/#", QoS::AtLeastOnce).await;
+    let bad: [&[u8]; 5] = [
+        // Remaining length with five continuation bytes (the limit is four).
+        b"\x10\xff\xff\xff\xff\xff",
+        // CONNECT for protocol "HTTP".
+        b"\x10\x0e\x00\x04HTTP\x04\x02\x00\x3c\x00\x02id",
+        // PUBLISH before CONNECT.
+        b"\x30\x07\x00\x03t/a\x68\x69",
+        // An HTTP request on the MQTT port: reads as a PUBACK announcing 69 bytes that never
+        // come; the CONNECT timeout ends it.
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        // A CONNECT announcing 200 MB (over the payload limit).
+        b"\x10\x80\x80\x80\x60",
+    ];
+    for packet in bad {
+        let mut s = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+        s.write_all(packet).await.unwrap();
+        assert!(closed_by_server(&mut s).await, "{packet:?} left the connection open");
+    }
+    let mut publisher = client("publisher", b.addr, |_| {});
+    publisher.connected().await;
+    publisher.client.publish("t/ok", QoS::AtLeastOnce, false, "still here").await.unwrap();
+    let p = sub.publication().await;
+    assert_eq!(&p.payload[..], b"still here", "the well-behaved client is unaffected");
+    assert!(!b.task.is_finished(), "the broker is alive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_holds_and_refused_client_ids_reconnect_later() {
+    // rumqttd panics (poisoning its router) when a client id refused over its own limit
+    // reconnects; netstrap's limit sits below it, so that path is never taken.
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opts = BrokerOptions { listen: addr, max_connections: 8, ..Default::default() };
+    let metrics = Arc::new(Metrics::new());
+    let task = tokio::spawn(serve_embedded_on(listener, opts, metrics.clone(), Shutdown::new()));
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let mut c = client(&format!("c{i}"), addr, |_| {});
+        c.connected().await;
+        clients.push(c);
+    }
+    for round in 0..3 {
+        // Over the limit: closed before CONNACK, whatever the id.
+        let mut extra = client(&format!("extra{round}"), addr, |_| {});
+        let refused = tokio::time::timeout(WAIT, extra.events.recv()).await.expect("an answer");
+        assert!(matches!(refused, Some(Err(_))), "over the limit: {refused:?}");
+        extra.task.abort();
+    }
+    // Free slots; the refused ids (and the old ones) connect now.
+    for c in clients.drain(..4) {
+        c.client.disconnect().await.unwrap();
+        let _ = tokio::time::timeout(WAIT, c.task).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for id in ["extra0", "extra1", "c0", "c1"] {
+        let mut c = client(id, addr, |_| {});
+        c.connected().await;
+        clients.push(c);
+    }
+    let last = clients.last_mut().unwrap();
+    last.subscribed("limit/t", QoS::AtLeastOnce).await;
+    last.client.publish("limit/t", QoS::AtLeastOnce, false, "ok").await.unwrap();
+    assert_eq!(&last.publication().await.payload[..], b"ok");
+    assert!(!task.is_finished(), "the broker survived");
+}

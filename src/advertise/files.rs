@@ -193,7 +193,13 @@ impl NodeFiles<'_> {
             ("netstrap.al", self.al()),
             ("netstrap.env", self.env()),
         ] {
-            crate::state::write_atomic(&dir.join(name), body.as_bytes())?;
+            let path = dir.join(name);
+            // Unchanged files are left alone: no needless fsyncs every watch interval, and a
+            // read-only or full disk matters only when something changed.
+            if std::fs::read(&path).is_ok_and(|old| old == body.as_bytes()) {
+                continue;
+            }
+            crate::state::write_atomic(&path, body.as_bytes())?;
         }
         Ok(())
     }

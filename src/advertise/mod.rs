@@ -26,6 +26,8 @@ use files::NodeFiles;
 
 /// Readiness check: the node policy is declared (only when a registry is configured).
 pub const CHECK_POLICY: &str = "policy";
+/// Readiness check: the node's files are written in the state dir.
+pub const CHECK_FILES: &str = "files";
 /// Readiness check: the stable name resolves in the cluster DNS.
 pub const CHECK_DNS: &str = "dns";
 /// Readiness check: every advertised endpoint answered as this instance (`NETSTRAP_VERIFY=gate`).
@@ -73,6 +75,7 @@ impl Advertiser {
         if !matches!(self.registry, Registry::None) {
             self.health.register(CHECK_POLICY, "declaring the node policy");
         }
+        self.health.register(CHECK_FILES, "writing the node's files");
         if self.settings.verify == VerifyMode::Gate {
             self.health.register(CHECK_VERIFY, "verifying the advertised endpoints");
         }
@@ -233,9 +236,24 @@ impl Advertiser {
             config_policy: &config,
             policy_id: id.as_deref(),
         };
-        if let Err(e) = files.write(&self.settings.state_dir) {
-            warn!(dir = %self.settings.state_dir.display(), "cannot write the node's files: {e}; the previous files are intact");
-        }
+        // A node started from stale files would advertise stale values: not ready until they
+        // are written, retried with the registry's backoff.
+        let files_ok = match files.write(&self.settings.state_dir) {
+            Ok(()) => {
+                self.health.ok(CHECK_FILES);
+                true
+            }
+            Err(e) => {
+                let why = format!(
+                    "cannot write the node's files in {}: {e}; the previous files are intact",
+                    self.settings.state_dir.display()
+                );
+                warn!("{why}");
+                self.health.set(CHECK_FILES, Check::Pending(why));
+                false
+            }
+        };
+        let done = if files_ok { Step::Done } else { Step::Retry };
         self.snapshot.send_modify(|s| {
             let mut next = NodeSnapshot::clone(s);
             next.policy = Some(policy.clone());
@@ -246,7 +264,7 @@ impl Advertiser {
             *s = Arc::new(next);
         });
         if declared.as_ref().is_some_and(|(n, c)| *n == policy && *c == config) {
-            return Step::Done;
+            return done;
         }
         // The config policy is shared by every node of a type: identical copies are no-ops.
         if declared.as_ref().map(|(_, c)| c) != Some(&config)
@@ -279,7 +297,7 @@ impl Advertiser {
                     *s = Arc::new(next);
                 });
                 *declared = Some((policy, config));
-                Step::Done
+                done
             }
             Err(e) => {
                 warn!("cannot declare the node policy: {e}; retrying");

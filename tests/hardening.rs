@@ -1,0 +1,337 @@
+//! Hardening, against a running `netstrap run`: bad input over the wire, memory under
+//! slowloris and floods, a state dir that is read-only or full, and secrets that never show.
+//! Figures the tests measure are printed (`FIGURE ...`) for docs/reliability.md.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::process::{Netstrap, free_port, start, wait_until};
+
+fn rss_kib(n: &Netstrap) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", n.child.id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Send `request` raw and read the reply head's status code (0 when the server closed first).
+fn status_of(port: u16, request: &[u8]) -> u16 {
+    let mut s = connect(port);
+    // The server may answer and close before the whole request is written.
+    let _ = s.write_all(request);
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let text = String::from_utf8_lossy(&reply);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// A node REST API stand-in that counts the requests it got.
+fn counting_upstream() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Read the request head first: closing with unread bytes would reset the connection.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (port, count)
+}
+
+#[test]
+fn oversized_headers_get_431_oversized_bodies_413_and_slow_headers_are_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, count) = counting_upstream();
+    let n = start(dir.path(), &[("NETSTRAP_REST_UPSTREAM", format!("127.0.0.1:{upstream}"))]);
+    n.wait_ready();
+
+    let big_header = format!("GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(256 * 1024));
+    assert_eq!(status_of(n.rest, big_header.as_bytes()), 431);
+
+    let big_body = "POST /anything HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n";
+    assert_eq!(status_of(n.rest, big_body.as_bytes()), 413);
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 0, "refused before reaching the node");
+
+    // Slow headers: one byte, then nothing. The header timeout (10 s) closes the connection.
+    let mut slow = connect(n.rest);
+    slow.write_all(b"G").unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let r = slow.read(&mut buf);
+    let waited = started.elapsed();
+    assert!(matches!(r, Ok(_) | Err(_)) && waited < Duration::from_secs(15), "cut after {waited:?}: {r:?}");
+    assert!(waited >= Duration::from_secs(8), "not before the header timeout: {waited:?}");
+    eprintln!("FIGURE slow-header connection cut after {:.1} s", waited.as_secs_f64());
+
+    // Garbage is a 400, and the process serves on.
+    assert_eq!(status_of(n.rest, b"\x00\x01\x02 nonsense\r\n\r\n"), 400);
+    assert_eq!(n.get("/livez").unwrap().0, 200);
+    assert_eq!(status_of(n.rest, b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 200);
+}
+
+#[test]
+fn memory_stays_bounded_under_slowloris_overlong_lines_and_garbage_while_probes_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path(), &[]);
+    n.wait_ready();
+    let before = rss_kib(&n);
+
+    // 400 slowloris connections on the REST port, each a partial request head.
+    let mut slowloris: Vec<TcpStream> = (0..400)
+        .map(|i| {
+            let mut s = connect(n.rest);
+            s.write_all(format!("GET /livez HTTP/1.1\r\nHost: x\r\nX-{i}: ").as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    // 400 connections on the peer port, each sending 256 KiB without a newline (the line
+    // limit is 64 KiB), and 100 sending random bytes.
+    let chunk = vec![b'x'; 256 * 1024];
+    let floods: Vec<std::thread::JoinHandle<()>> = (0..4)
+        .map(|_| {
+            let (port, chunk) = (n.tcp, chunk.clone());
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    let mut s = connect(port);
+                    let _ = s.write_all(&chunk);
+                }
+            })
+        })
+        .collect();
+    let mut garbage: Vec<TcpStream> = (0..100)
+        .map(|i| {
+            let mut s = connect(n.tcp);
+            let bytes: Vec<u8> =
+                (0..4096u32).map(|k| (k.wrapping_mul(2654435761).wrapping_add(i) >> 13) as u8).collect();
+            let _ = s.write_all(&bytes);
+            s
+        })
+        .collect();
+
+    // Probes keep answering within kubelet's 1 s timeout meanwhile.
+    let mut worst = Duration::ZERO;
+    for _ in 0..40 {
+        let t = Instant::now();
+        let (code, _) = n.get("/livez").expect("livez answers");
+        assert_eq!(code, 200);
+        worst = worst.max(t.elapsed());
+        for s in slowloris.iter_mut().take(50) {
+            let _ = s.write_all(b"a");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    for f in floods {
+        f.join().unwrap();
+    }
+    let during = rss_kib(&n);
+    eprintln!(
+        "FIGURE RSS before {} KiB, under 400 slowloris + 400 overlong-line + 100 garbage connections {} KiB; \
+         worst /livez {:.1} ms",
+        before,
+        during,
+        worst.as_secs_f64() * 1000.0
+    );
+    assert!(worst < Duration::from_secs(1), "a probe took {worst:?}");
+    assert!(during < before + 64 * 1024, "RSS grew from {before} KiB to {during} KiB");
+    // Garbage on the peer port: answered with error lines or closed, never a crash.
+    for s in garbage.iter_mut() {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+        let _ = s.read(&mut [0u8; 512]);
+    }
+    assert!(n.child.id() > 0 && n.get("/readyz").unwrap().0 == 200, "alive and ready");
+    drop(slowloris);
+    drop(garbage);
+}
+
+fn mount(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("mount").args(args).output().map_err(|e| e.to_string())?;
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+}
+
+/// A small tmpfs at `dir`, unmounted when dropped; `None` (after saying why) where mounting
+/// is not allowed.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn new(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        match mount(&["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()]) {
+            Ok(()) => Some(Tmpfs(dir.to_path_buf())),
+            Err(e) => {
+                eprintln!("SKIPPED: cannot mount a tmpfs ({e}); run as root");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn files_parse(state: &Path) -> Value {
+    for f in ["node_policy.json", "config_policy.json", "network.json"] {
+        let text = std::fs::read_to_string(state.join(f)).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+    serde_json::from_str(&std::fs::read_to_string(state.join("node_policy.json")).unwrap()).unwrap()
+}
+
+fn node_env(ip: &str) -> Vec<(&'static str, String)> {
+    vec![("DNS", "node1.example".into()), ("EXTERNAL_IP", ip.into()), ("NODE_TYPE", "query".into())]
+}
+
+#[test]
+fn a_read_only_state_dir_is_a_clear_not_ready_and_the_previous_files_stay_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let Some(_fs) = Tmpfs::new(&state, "1m") else { return };
+    let n = start(&state, &node_env("203.0.113.1"));
+    n.wait_ready();
+    n.stop();
+    mount(&["-o", "remount,ro", state.to_str().unwrap()]).unwrap();
+
+    // A changed external IP needs new files; the disk refuses them.
+    let n = start(&state, &node_env("203.0.113.2"));
+    wait_until("not ready, naming the files", || {
+        n.get("/readyz?verbose").is_some_and(|(c, b)| c == 503 && b.contains("Read-only file system"))
+    });
+    let (_, why) = n.get("/readyz?verbose").unwrap();
+    assert!(why.contains(&format!("cannot write the node's files in {}", state.display())), "{why}");
+    assert_eq!(n.get("/livez").unwrap().0, 200, "live: only the files are stuck");
+    assert_eq!(files_parse(&state)["query"]["ip"], "203.0.113.1", "the previous files, intact");
+
+    // The disk comes back: written and ready without a restart.
+    mount(&["-o", "remount,rw", state.to_str().unwrap()]).unwrap();
+    n.wait_ready();
+    assert_eq!(files_parse(&state)["query"]["ip"], "203.0.113.2");
+}
+
+#[test]
+fn a_full_disk_leaves_the_previous_files_intact_and_no_temporary_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let Some(_fs) = Tmpfs::new(&state, "256k") else { return };
+    let n = start(&state, &node_env("203.0.113.1"));
+    n.wait_ready();
+    n.stop();
+    // Fill the disk to the last byte.
+    let mut filler = std::fs::File::create(state.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    while filler.write_all(&block).is_ok() {}
+    let _ = filler.sync_all();
+    drop(filler); // tmpfs frees an unlinked file's blocks only once it is closed
+
+    let n = start(&state, &node_env("203.0.113.2"));
+    wait_until("not ready, naming the full disk", || {
+        n.get("/readyz?verbose").is_some_and(|(c, b)| c == 503 && b.contains("No space left on device"))
+    });
+    assert_eq!(files_parse(&state)["query"]["ip"], "203.0.113.1", "the previous files, intact");
+    let leftovers: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    std::fs::remove_file(state.join("filler")).unwrap();
+    n.wait_ready();
+    assert_eq!(files_parse(&state)["query"]["ip"], "203.0.113.2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_log_the_endpoints_or_the_files() {
+    use support::fake_kube::{self, FakeKube};
+    const TOKEN: &str = "sa-token-5ecret-d0-not-print";
+    const PASSWORD: &str = "mqtt-pa55word-d0-not-print";
+    let kube = FakeKube::start_https(TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sa = fake_kube::write_sa_dir(&dir.path().join("sa"), TOKEN, "edge");
+    let (tcp, rest, broker) = (free_port(), free_port(), free_port());
+    kube.set_service(fake_kube::service(
+        "edge",
+        "op",
+        "ClusterIP",
+        "10.96.7.7",
+        vec![
+            fake_kube::service_port("tcp", 32148, Some(&tcp.to_string()), None),
+            fake_kube::service_port("rest", 32149, Some(&rest.to_string()), None),
+        ],
+    ));
+    let env: Vec<(&str, String)> = vec![
+        ("NETSTRAP_ENVIRONMENT", "kubernetes".into()),
+        ("KUBERNETES_SERVICE_HOST", "127.0.0.1".into()),
+        ("KUBERNETES_SERVICE_PORT", kube.addr().port().to_string()),
+        ("NETSTRAP_SA_DIR", sa.display().to_string()),
+        ("NETSTRAP_SERVICE", "op".into()),
+        ("NETSTRAP_CLUSTER_DOMAIN", "cluster.local".into()),
+        ("POD_IP", "127.0.0.1".into()),
+        ("ANYLOG_SERVER_PORT", tcp.to_string()),
+        ("ANYLOG_REST_PORT", rest.to_string()),
+        ("ANYLOG_BROKER_PORT", broker.to_string()),
+        ("NETSTRAP_BROKER_USERNAME", "edge".into()),
+        ("NETSTRAP_BROKER_PASSWORD", PASSWORD.into()),
+        ("NETSTRAP_LOG", "trace".into()),
+        ("NETSTRAP_SHUTDOWN_DELAY", "0".into()),
+    ];
+    let state = dir.path().join("state");
+    let state2 = state.clone();
+    let (served, log) = tokio::task::spawn_blocking(move || {
+        let mut n = start(&state2, &env);
+        wait_until("the node to serve", || {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                let mut log = String::new();
+                let _ = n.child.stderr.take().unwrap().read_to_string(&mut log);
+                panic!("netstrap exited ({status}): {log}");
+            }
+            n.get("/v1/network").is_some()
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let mut served = String::new();
+        for path in
+            ["/v1/network", "/v1/identity", "/v1/policy", "/v1/policy/config", "/readyz?verbose", "/metrics"]
+        {
+            served.push_str(&n.get(path).map(|(_, b)| b).unwrap_or_default());
+        }
+        let discover =
+            Command::new(env!("CARGO_BIN_EXE_netstrap")).args(["discover", "--json"]).output().unwrap();
+        served.push_str(&String::from_utf8_lossy(&discover.stdout));
+        let (_, log) = n.stop();
+        (served, log)
+    })
+    .await
+    .unwrap();
+    assert!(
+        kube.requests().iter().any(|r| r.authorization.as_deref() == Some(&format!("Bearer {TOKEN}"))),
+        "the token was used"
+    );
+    assert!(log.len() > 1000, "a trace log was written: {log}");
+    let mut files = String::new();
+    for entry in std::fs::read_dir(&state).unwrap() {
+        files.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default());
+    }
+    for (what, text) in [("log", &log), ("endpoints", &served), ("files", &files)] {
+        assert!(!text.contains(TOKEN), "the service-account token in the {what}");
+        assert!(!text.contains(PASSWORD), "the MQTT password in the {what}");
+    }
+}
