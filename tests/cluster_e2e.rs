@@ -325,7 +325,7 @@ fn cluster_dns_down_at_start_is_live_not_ready_with_the_reason_then_ready_withou
     c.add_service(NS, "anylog", "ClusterIP", ports());
     c.stop_dns();
     let a = c.create_pod("anylog", NS, 0);
-    let mut pa = netstrap(&c, &a, "anylog", &[]);
+    let mut pa = netstrap(&c, &a, "anylog", &[("NETSTRAP_WATCH_INTERVAL", "1".into())]);
     let body = poll("readiness to report the DNS check", Duration::from_secs(30), || {
         assert!(pa.exited().is_none(), "netstrap exited:\n{}", pa.log());
         match readyz(&c, &a) {
@@ -343,6 +343,15 @@ fn cluster_dns_down_at_start_is_live_not_ready_with_the_reason_then_ready_withou
     c.start_dns();
     wait_ready(&c, &a, &mut pa);
     assert_eq!(instance_at(&c, &a.netns, "127.0.0.1", REST), Ok(before), "the same process");
+
+    // DNS down mid-run: a blip must not pull the pod out of its Service. It stays ready and
+    // says so in the log.
+    c.stop_dns();
+    poll("the mid-run DNS failure to be noticed", Duration::from_secs(30), || {
+        if pa.log().contains("the stable name stopped resolving") { Ok(()) } else { Err("not yet".into()) }
+    });
+    assert_eq!(readyz(&c, &a).map(|r| r.0), Ok(200), "still ready: {}", pa.log());
+    c.start_dns();
 }
 
 #[test]

@@ -109,6 +109,9 @@ impl Advertiser {
         let mut declared: Option<(Value, Value)> = None;
         let mut backoff = Backoff::default();
         let mut last_verified: Vec<EndpointCheck> = Vec::new();
+        // Once the stable name has resolved, a later DNS failure is a warning, not a readiness
+        // failure: a cluster-DNS blip must not pull every pod out of its Service at once.
+        let mut dns_resolved = discovery.resolution.as_ref().is_some_and(|r| r.error.is_none());
         loop {
             let step = self.step(&discovery, &table, &mut declared).await;
             if self.settings.verify != VerifyMode::Off {
@@ -137,7 +140,17 @@ impl Advertiser {
                 warn!(problems = ?fresh.problems, "re-discovery incomplete; keeping what is advertised");
                 continue;
             }
-            self.dns_check(&fresh);
+            match fresh.resolution.as_ref() {
+                Some(r) if dns_resolved && r.error.is_some() => warn!(
+                    name = %fresh.stable_name.value,
+                    "the stable name stopped resolving ({}); it resolved before, so the pod stays ready",
+                    r.error.clone().unwrap_or_default()
+                ),
+                _ => {
+                    dns_resolved |= fresh.resolution.as_ref().is_some_and(|r| r.error.is_none());
+                    self.dns_check(&fresh);
+                }
+            }
             table = ConnectionTable::plan(&self.settings, &fresh);
             discovery = fresh;
         }

@@ -245,17 +245,7 @@ impl AnylogClient {
 
     async fn get_command(&self, command: &str) -> Result<Vec<Value>, AnylogError> {
         let reply = self.send(Method::GET, command, Bytes::new()).await?;
-        if !reply.status.is_success() {
-            return Err(refused(command, &reply));
-        }
-        match serde_json::from_slice::<Value>(&reply.body) {
-            Ok(Value::Array(policies)) => Ok(policies),
-            _ => Err(AnylogError::BadReply(format!(
-                "`{command}` answered {} with {}, expected a JSON array of policies",
-                reply.status,
-                crate::discover::http::excerpt(&reply.body)
-            ))),
-        }
+        get_reply(command, reply)
     }
 
     /// One request on a fresh connection, bounded by the timeout from connect to last byte.
@@ -338,6 +328,34 @@ impl AnylogClient {
 
     fn unreachable(&self, cause: String) -> AnylogError {
         AnylogError::Unreachable { addr: self.rest_addr.clone(), cause }
+    }
+}
+
+/// What a `blockchain get` reply says: the policies, or why not. `reason` is the status
+/// line's reason phrase when it is not the canonical one (EdgeLake puts its error JSON there).
+pub fn parse_get_reply(
+    command: &str,
+    status: u16,
+    reason: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<Value>, AnylogError> {
+    let status = StatusCode::from_u16(status)
+        .map_err(|_| AnylogError::BadReply(format!("`{command}`: status {status} is not an HTTP status")))?;
+    let reply = Reply { status, reason: reason.map(String::from), body: Bytes::copy_from_slice(body) };
+    get_reply(command, reply)
+}
+
+fn get_reply(command: &str, reply: Reply) -> Result<Vec<Value>, AnylogError> {
+    if !reply.status.is_success() {
+        return Err(refused(command, &reply));
+    }
+    match serde_json::from_slice::<Value>(&reply.body) {
+        Ok(Value::Array(policies)) => Ok(policies),
+        _ => Err(AnylogError::BadReply(format!(
+            "`{command}` answered {} with {}, expected a JSON array of policies",
+            reply.status,
+            crate::discover::http::excerpt(&reply.body)
+        ))),
     }
 }
 
