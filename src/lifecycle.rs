@@ -159,6 +159,11 @@ pub fn run(settings: Settings) -> ExitCode {
         metrics: metrics.clone(),
     };
     advertiser.register_checks(&discovery);
+    // Every check is registered before any plane serves `/readyz`: a probe in between must not
+    // see a partial list and answer 200.
+    if listeners.iter().any(|(plane, _)| *plane == Plane::Broker) {
+        health.register(CHECK_BROKER, "waiting for the broker to answer an MQTT CONNECT");
+    }
 
     let mut runtimes = Vec::new();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
@@ -261,7 +266,6 @@ pub fn run(settings: Settings) -> ExitCode {
             }
         }
         if plane == Plane::Broker {
-            health.register(CHECK_BROKER, "waiting for the broker to answer an MQTT CONNECT");
             let target = local_target(row.bind_ip.value, row.port.value);
             let health = health.clone();
             let creds = settings.broker_credentials.clone().map(|(u, p)| (u, p.0));
