@@ -335,3 +335,96 @@ async fn secrets_never_reach_the_log_the_endpoints_or_the_files() {
         assert!(!text.contains(PASSWORD), "the MQTT password in the {what}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_peer_connections_and_a_thousand_mqtt_clients_leave_probes_fast() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = free_port();
+    let state = dir.path().to_path_buf();
+    let n = tokio::task::spawn_blocking(move || {
+        let n = start(&state, &[("ANYLOG_BROKER_PORT", broker.to_string())]);
+        n.wait_ready();
+        n
+    })
+    .await
+    .unwrap();
+    let idle = rss_kib(&n);
+
+    // 10,000 idle connections on the peer port (its limit is 10,000).
+    let tcp = n.tcp;
+    let peers = tokio::task::spawn_blocking(move || (0..10_000).map(|_| connect(tcp)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_peers = rss_kib(&n);
+
+    // 1,000 MQTT clients, each connected (CONNACK seen) and kept alive.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut clients = Vec::new();
+    for i in 0..1000 {
+        let mut opts = MqttOptions::new(format!("load-{i}"), "127.0.0.1", broker);
+        opts.set_keep_alive(Duration::from_secs(60));
+        let (client, mut eventloop) = AsyncClient::new(opts, 4);
+        let tx = tx.clone();
+        clients.push((
+            client,
+            tokio::spawn(async move {
+                let mut acked = false;
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) if !acked => {
+                            acked = true;
+                            let _ = tx.send(());
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            }),
+        ));
+    }
+    for i in 0..1000 {
+        tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {i} of 1000 MQTT clients connected"));
+    }
+    let with_clients = rss_kib(&n);
+
+    // Probes meanwhile, as kubelet sends them.
+    let rest = n.rest;
+    let mut times = tokio::task::spawn_blocking(move || {
+        (0..200)
+            .map(|_| {
+                let t = Instant::now();
+                let (code, _) = support::process::http_get(rest, "/readyz").expect("readyz answers");
+                assert_eq!(code, 200);
+                t.elapsed()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    times.sort();
+    let p99 = times[times.len() * 99 / 100];
+    eprintln!(
+        "FIGURE 10k peer connections + 1k MQTT clients: /readyz p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+         RSS idle {idle} KiB, +10k TCP {with_peers} KiB ({:.1} KiB/conn), +1k MQTT {with_clients} KiB ({:.1} KiB/client)",
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3,
+        (with_peers.saturating_sub(idle)) as f64 / 10_000.0,
+        (with_clients.saturating_sub(with_peers)) as f64 / 1000.0,
+    );
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?} over kubelet's 1 s probe timeout");
+    // The 10,001st peer connection is over the limit: closed, and the process serves on.
+    let mut extra = connect(tcp);
+    let mut buf = [0u8; 16];
+    let r = tokio::task::spawn_blocking(move || extra.read(&mut buf)).await.unwrap();
+    assert!(matches!(r, Ok(0) | Err(_)), "over the limit the connection is closed: {r:?}");
+    for (_, task) in &clients {
+        task.abort();
+    }
+    drop(peers);
+    assert_eq!(n.get("/livez").unwrap().0, 200);
+}
