@@ -24,6 +24,7 @@
 //!   [`registry`] (EdgeLake REST, JSON-lines file, none) with retry, and watch for changes.
 //! - [`verify`] — self-verification of the advertised endpoints; [`peers`] — reachability of
 //!   every node in the registry.
+//! - [`tls`] — optional TLS on the rest and broker planes: certificate reload, SAN check.
 //! - [`cli`], [`report`], [`probe`], [`logging`] — the command line and its output.
 
 pub mod advertise;
@@ -44,4 +45,5 @@ pub mod registry;
 pub mod report;
 pub mod state;
 pub mod table;
+pub mod tls;
 pub mod verify;

@@ -99,6 +99,22 @@ pub fn run(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The certificate is checked before anything else happens: a bad one is a configuration
+    // error, reported naming the file.
+    let tls_store = match &settings.tls {
+        Some(t) => match crate::tls::CertStore::open(crate::tls::TlsFiles {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+        }) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                error!("{e}");
+                error!("nothing bound, nothing advertised");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let discovery = control.block_on(discover(&settings));
     for w in &discovery.warnings {
         warn!("{w}");
@@ -131,14 +147,63 @@ pub fn run(settings: Settings) -> ExitCode {
         }
     }
 
+    // TLS: which planes use it (a broker that is off has none), and their server settings.
+    let tls = match (&settings.tls, tls_store) {
+        (Some(t), Some(store)) => {
+            let planes: Vec<Plane> = [(Plane::Rest, t.rest), (Plane::Broker, t.broker)]
+                .into_iter()
+                .filter(|(p, on)| *on && table.row(*p).is_some())
+                .map(|(p, _)| p)
+                .collect();
+            Some(crate::tls::Tls { store, planes })
+        }
+        _ => None,
+    };
+    let server_tls = |plane: Plane| -> Result<Option<Arc<rustls::ServerConfig>>, crate::tls::TlsError> {
+        match &tls {
+            Some(t) if t.on(plane) => {
+                let alpn: &[&[u8]] = if plane == Plane::Rest { &[crate::tls::ALPN_HTTP1] } else { &[] };
+                crate::tls::server_config(t.store.clone(), alpn).map(Some)
+            }
+            _ => Ok(None),
+        }
+    };
+    let (rest_tls, broker_tls) = match (server_tls(Plane::Rest), server_tls(Plane::Broker)) {
+        (Ok(r), Ok(b)) => (r, b),
+        (Err(e), _) | (_, Err(e)) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
     let health = Health::new();
     health.ok(CHECK_LISTENERS);
     health.ok(CHECK_DISCOVERY);
     let metrics = Arc::new(Metrics::new());
     let snap = snapshot(&settings, &discovery, &table);
     info!(name = %snap.identity.name, instance = %snap.identity.instance_id, "identity");
+    if let Some(t) = &tls {
+        let info = &t.store.current().info;
+        info!(
+            planes = %t.planes.iter().map(crate::report::json_name).collect::<Vec<_>>().join(","),
+            subject = %info.subject,
+            serial = %info.serial,
+            not_after = %info.not_after,
+            "TLS on"
+        );
+        t.log_san_check(&snap.table);
+    }
     let (snap_tx, snap_rx) = tokio::sync::watch::channel(Arc::new(snap));
     let shutdown = Shutdown::new();
+    if let Some(t) = &tls {
+        // Reload on change; the SAN check is repeated against the current table.
+        let (t2, snap_rx) = (t.clone(), snap_rx.clone());
+        let on_load = move |_: &crate::tls::Loaded| {
+            let table = snap_rx.borrow().table.clone();
+            t2.log_san_check(&table);
+        };
+        control.spawn(t.store.clone().watch(crate::tls::RELOAD_INTERVAL, shutdown.clone(), on_load));
+    }
     let settings = Arc::new(settings);
     let registry = match Registry::parse(
         settings.ledger.as_deref(),
@@ -188,9 +253,11 @@ pub fn run(settings: Settings) -> ExitCode {
                 let options = rest::RestOptions {
                     upstream: settings.rest_upstream,
                     timeout: settings.rest_timeout.value,
+                    tls: rest_tls.clone(),
                     ..Default::default()
                 };
-                let state = rest::RestState::new(health.clone(), snap_rx.clone(), metrics, options);
+                let state = rest::RestState::new(health.clone(), snap_rx.clone(), metrics, options)
+                    .with_tls(tls.clone());
                 runtime.spawn(async move {
                     match tokio::net::TcpListener::from_std(listener) {
                         Ok(listener) => {
@@ -240,13 +307,15 @@ pub fn run(settings: Settings) -> ExitCode {
                     listen,
                     threads: usize::from(row.threads.value),
                     credentials: settings.broker_credentials.clone().map(|(u, p)| (u, p.0)),
+                    tls: broker_tls.clone(),
                     ..Default::default()
                 };
+                let relay_tls = broker_tls.clone();
                 runtime.spawn(async move {
                     match (mode, upstream) {
                         (BrokerMode::Relay, Some(up)) => match tokio::net::TcpListener::from_std(listener) {
                             Ok(listener) => {
-                                broker::serve_relay(listener, up, metrics, shutdown).await;
+                                broker::serve_relay_tls(listener, up, relay_tls, metrics, shutdown).await;
                                 report(Ok(()));
                             }
                             Err(e) => report(Err(e.to_string())),
@@ -269,9 +338,17 @@ pub fn run(settings: Settings) -> ExitCode {
             let target = local_target(row.bind_ip.value, row.port.value);
             let health = health.clone();
             let creds = settings.broker_credentials.clone().map(|(u, p)| (u, p.0));
+            let client_tls = broker_tls.as_ref().map(|_| crate::tls::loopback_client_config(&[]));
             control.spawn(async move {
                 loop {
-                    match broker::mqtt_ping(target, Duration::from_secs(1), creds.clone()).await {
+                    match broker::mqtt_ping_tls(
+                        target,
+                        Duration::from_secs(1),
+                        creds.clone(),
+                        client_tls.clone(),
+                    )
+                    .await
+                    {
                         Ok(()) => {
                             health.ok(CHECK_BROKER);
                             break;

@@ -1,6 +1,6 @@
 //! `netstrap probe live|ready`: an exec probe / Docker HEALTHCHECK for images without curl.
 //! Asks this node's rest plane over loopback (or the local IP when `REST_BIND=true`) and
-//! exits 0 on 200, 1 otherwise, within a short timeout.
+//! exits 0 on 200, 1 otherwise, within a short timeout. Speaks TLS when the rest plane does.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -23,23 +23,65 @@ pub fn target(bind_ip: Option<IpAddr>, port: u16) -> SocketAddr {
 }
 
 /// Ask `addr` and return the status line's code and the body, or why it failed.
+///
+/// The rest plane may serve HTTPS only (`NETSTRAP_TLS_PLANES`), and the probe does not read
+/// the configuration file that says so: it asks in plain HTTP first and, when the answer is a
+/// TLS alert or nothing at all, asks again over TLS.
 pub fn probe(addr: SocketAddr, kind: ProbeKind, timeout: Duration) -> Result<(u16, String), String> {
     let path = match kind {
         ProbeKind::Live => "/livez",
         ProbeKind::Ready => "/readyz?verbose",
     };
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: netstrap-probe\r\nConnection: close\r\n\r\n"
     );
+    let reply = exchange(connect(addr, timeout)?, addr, &request)?;
+    // 0x15: a TLS alert record (the server speaks TLS and rejected the plain request).
+    if reply.is_empty() || reply[0] == 0x15 {
+        let tls = probe_tls(addr, &request, timeout)
+            .map_err(|e| format!("{addr} did not answer plain HTTP, and over TLS: {e}"))?;
+        return parse(&tls, addr);
+    }
+    parse(&reply, addr)
+}
+
+fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    let stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Send `request` and read the reply (bounded: a probe answer is small). A connection that
+/// ends without a TLS close_notify after the reply is not an error.
+fn exchange(mut stream: impl Read + Write, addr: SocketAddr, request: &str) -> Result<Vec<u8>, String> {
     stream.write_all(request.as_bytes()).map_err(|e| format!("cannot send to {addr}: {e}"))?;
     let mut reply = Vec::new();
-    // Bounded: a probe answer is small.
-    stream.take(64 * 1024).read_to_end(&mut reply).map_err(|e| format!("no answer from {addr}: {e}"))?;
-    let text = String::from_utf8_lossy(&reply);
+    match stream.take(64 * 1024).read_to_end(&mut reply) {
+        Ok(_) => Ok(reply),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => Ok(reply),
+        // Reset after a TLS alert (or instead of one): what was read still tells the caller
+        // what the server is.
+        Err(_) if reply.first() == Some(&0x15) => Ok(reply),
+        Err(e) if reply.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => Ok(reply),
+        Err(e) => Err(format!("no answer from {addr}: {e}")),
+    }
+}
+
+/// The same request over TLS. The server's certificate is not verified: the probe dials this
+/// node's own listener over loopback (or its local IP), and asks whether it answers, not
+/// whether its certificate is trusted (see `crate::tls::loopback_client_config`).
+fn probe_tls(addr: SocketAddr, request: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+    let config = crate::tls::loopback_client_config(&[crate::tls::ALPN_HTTP1]);
+    let conn = rustls::ClientConnection::new(config, crate::tls::server_name(addr.ip()))
+        .map_err(|e| format!("TLS client: {e}"))?;
+    let stream = rustls::StreamOwned::new(conn, connect(addr, timeout)?);
+    exchange(stream, addr, request)
+}
+
+fn parse(reply: &[u8], addr: SocketAddr) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(reply);
     let code = text
         .lines()
         .next()

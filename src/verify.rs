@@ -50,14 +50,60 @@ fn judge(me: &Identity, nonce: &str, echoed: &str, answer: &Identity) -> (bool, 
     (true, "answered as this instance".into())
 }
 
-async fn check_rest(me: &Identity, endpoint: &str, timeout: Duration) -> (bool, String) {
+/// `GET path` over TLS on `endpoint`. The chain is not verified (the nonce proves who
+/// answered; the SAN check at start covers the names): see [`crate::tls::loopback_client_config`].
+async fn https_get(endpoint: &str, path: &str) -> Result<(hyper::StatusCode, bytes::Bytes), String> {
+    use http_body_util::BodyExt;
+    let host = endpoint.rsplit_once(':').map(|(h, _)| h).unwrap_or(endpoint);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => crate::tls::server_name(ip),
+        Err(_) => rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("{host}: not a TLS server name: {e}"))?,
+    };
+    let tcp = tokio::net::TcpStream::connect(endpoint)
+        .await
+        .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+    let connector =
+        tokio_rustls::TlsConnector::from(crate::tls::loopback_client_config(&[crate::tls::ALPN_HTTP1]));
+    let stream =
+        connector.connect(name, tcp).await.map_err(|e| format!("TLS handshake with {endpoint}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, endpoint)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| format!("{endpoint}: {e}"))?;
+    let status = resp.status();
+    let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|e| format!("{endpoint}: reading the reply: {e}"))?
+        .to_bytes();
+    conn.abort();
+    Ok((status, body))
+}
+
+async fn check_rest(me: &Identity, endpoint: &str, tls: bool, timeout: Duration) -> (bool, String) {
     let n = nonce();
-    let url = format!("http://{endpoint}/v1/identity?nonce={n}");
-    let reply =
+    let path = format!("/v1/identity?nonce={n}");
+    let reply = if tls {
+        match tokio::time::timeout(timeout, https_get(endpoint, &path)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no reply within {timeout:?}")),
+        }
+    } else {
+        let url = format!("http://{endpoint}{path}");
         crate::discover::with_timeout(timeout, crate::discover::http::request(hyper::Method::GET, &url, &[]))
-            .await;
+            .await
+            .map(|(status, _, body)| (status, body))
+            .map_err(|e| e.to_string())
+    };
     match reply {
-        Ok((status, _, body)) if status.is_success() => {
+        Ok((status, body)) if status.is_success() => {
             #[derive(serde::Deserialize)]
             struct Reply {
                 nonce: String,
@@ -68,8 +114,8 @@ async fn check_rest(me: &Identity, endpoint: &str, timeout: Duration) -> (bool, 
                 Err(_) => (false, "answered, but not with a netstrap identity".into()),
             }
         }
-        Ok((status, _, _)) => (false, format!("answered {status}")),
-        Err(e) => (false, e.to_string()),
+        Ok((status, _)) => (false, format!("answered {status}")),
+        Err(e) => (false, e),
     }
 }
 
@@ -97,6 +143,7 @@ pub async fn verify(
     table: &ConnectionTable,
     me: &Identity,
     tcp_native: bool,
+    rest_tls: bool,
     timeout: Duration,
 ) -> Vec<EndpointCheck> {
     let mut targets = Vec::new();
@@ -115,7 +162,7 @@ pub async fn verify(
         let me = me.clone();
         set.spawn(async move {
             let (ok, detail) = match plane {
-                Plane::Rest => check_rest(&me, &endpoint, timeout).await,
+                Plane::Rest => check_rest(&me, &endpoint, rest_tls, timeout).await,
                 Plane::Tcp => check_tcp(&me, &endpoint, tcp_native, timeout).await,
                 Plane::Broker => reachable(&endpoint, timeout).await,
             };

@@ -179,7 +179,8 @@ impl Advertiser {
     async fn verify(&self, table: &ConnectionTable, previous: Vec<EndpointCheck>) -> Vec<EndpointCheck> {
         let me = self.snapshot.borrow().identity.clone();
         let native = self.settings.tcp_mode.value == crate::config::TcpMode::Native;
-        let checks = crate::verify::verify(table, &me, native, self.settings.source_timeout).await;
+        let rest_tls = self.settings.tls.as_ref().is_some_and(|t| t.rest);
+        let checks = crate::verify::verify(table, &me, native, rest_tls, self.settings.source_timeout).await;
         for c in &checks {
             let label = crate::metrics::EndpointLabel {
                 plane: crate::report::json_name(&c.plane),

@@ -183,6 +183,21 @@ pub const NETSTRAP: &[Variable] = &[
         "report",
         "self-verification of the advertised endpoints: report, gate (readiness waits for it) or off",
     ),
+    v(
+        "NETSTRAP_TLS_CERT",
+        "unset (no TLS)",
+        "PEM certificate chain (leaf first) for TLS on the rest and broker planes; reloaded when it changes",
+    ),
+    v(
+        "NETSTRAP_TLS_KEY",
+        "unset (no TLS)",
+        "PEM private key of NETSTRAP_TLS_CERT (PKCS#8, PKCS#1 or SEC1); both or neither",
+    ),
+    v(
+        "NETSTRAP_TLS_PLANES",
+        "rest,broker when NETSTRAP_TLS_CERT is set",
+        "planes served over TLS only: a subset of rest, broker (tcp stays plain: EdgeLake's peer protocol)",
+    ),
     v("NETSTRAP_LOG", "info", "log filter (tracing EnvFilter syntax)"),
     v("NETSTRAP_LOG_FORMAT", "text", "text or json"),
 ];

@@ -28,6 +28,14 @@
 //! bytebeamio/rumqtt#707). rumqttd logs every client disconnect at `error` level (and every
 //! accept at `info`), so a default log filter of `rumqttd=off` keeps the log readable.
 //!
+//! # TLS
+//!
+//! With TLS on for this plane (`NETSTRAP_TLS_PLANES`), the public listener accepts MQTT over
+//! TLS only: netstrap terminates TLS in its accept loop (the handshake on the connection's own
+//! task, bounded by `CONNECT_TIMEOUT`) and splices the plaintext to rumqttd's loopback port, or
+//! in relay mode to the node's broker, exactly as a plain connection. [`mqtt_ping_tls`] speaks
+//! TLS for the readiness check.
+//!
 //! The router thread cannot be stopped (it holds a sender to itself); it idles after shutdown
 //! until the process exits. Memory is bounded by small router segments (each topic keeps at
 //! most `SEGMENT_COUNT` × `SEGMENT_SIZE` of recent messages) and the connection limit.
@@ -42,7 +50,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use rumqttd::protocol::v4::V4;
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -79,6 +87,8 @@ pub struct BrokerOptions {
     pub max_payload_size: usize,
     /// `(username, password)` every client must present, when set.
     pub credentials: Option<(String, String)>,
+    /// Accept MQTT over TLS only, with this configuration (see `crate::tls`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for BrokerOptions {
@@ -89,6 +99,7 @@ impl Default for BrokerOptions {
             max_connections: 10_000,
             max_payload_size: 1024 * 1024,
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -166,18 +177,21 @@ pub async fn serve_embedded_on(
         "broker plane: embedded MQTT broker serving"
     );
 
+    let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let front = accept_loop(&listener, opts.max_connections, &shutdown, |client, peer| {
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         async move {
             let _conn = metrics.connection(Plane::Broker);
             let _client = GaugeGuard::inc(&metrics.broker_clients);
+            let Some(client) = Client::accept(client, peer, tls.as_ref(), &shutdown).await else { return };
             let upstream = match connect(internal).await {
                 Ok(s) => s,
                 Err(e) => return warn!(%peer, "broker: embedded MQTT server unreachable on {internal}: {e}"),
             };
             let publishes = Some(metrics.broker_messages.clone());
-            if let Err(e) = splice(client, upstream, &metrics, publishes, &shutdown).await {
+            if let Err(e) = client.splice(upstream, &metrics, publishes, &shutdown).await {
                 debug!(%peer, "broker connection ended: {e}");
             }
         }
@@ -199,23 +213,38 @@ pub async fn serve_relay(
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) {
+    serve_relay_tls(listener, upstream, None, metrics, shutdown).await
+}
+
+/// [`serve_relay`], terminating TLS with `tls` when given (the node's broker gets plaintext).
+pub async fn serve_relay_tls(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) {
     info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         %upstream,
+        tls = tls.is_some(),
         "broker plane: relaying to the node's broker"
     );
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     accept_loop(&listener, RELAY_MAX_CONNECTIONS, &shutdown, |client, peer| {
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         async move {
             let _conn = metrics.connection(Plane::Broker);
+            let Some(client) = Client::accept(client, peer, tls.as_ref(), &shutdown).await else { return };
             let server = match connect(upstream).await {
                 Ok(s) => s,
                 Err(e) => {
                     return warn!(%peer, "broker relay: cannot reach the node's broker at {upstream}: {e}");
                 }
             };
-            if let Err(e) = splice(client, server, &metrics, None, &shutdown).await {
+            if let Err(e) = client.splice(server, &metrics, None, &shutdown).await {
                 debug!(%peer, "broker relay connection ended: {e}");
             }
         }
@@ -318,7 +347,7 @@ where
 /// socket close it sends the router a second Disconnect for the connection id, which by then
 /// may belong to the next client (the router reuses ids) and drops that client instead.
 async fn splice(
-    mut client: TcpStream,
+    (mut client_r, mut client_w): (impl AsyncRead + Unpin, impl AsyncWrite + Unpin),
     mut server: TcpStream,
     metrics: &Metrics,
     publishes: Option<Counter>,
@@ -327,7 +356,6 @@ async fn splice(
     let label = PlaneLabel::of(Plane::Broker);
     let received = metrics.bytes_received.get_or_create(&label).clone();
     let sent = metrics.bytes_sent.get_or_create(&label).clone();
-    let (mut client_r, mut client_w) = client.split();
     let (mut server_r, mut server_w) = server.split();
 
     let inbound = async {
@@ -374,6 +402,52 @@ async fn splice(
     tokio::select! {
         r = tokio::time::timeout(LINGER, &mut outbound) => r.unwrap_or(Ok(())),
         () = shutdown.cancelled() => Ok(()),
+    }
+}
+
+/// A client connection, after the TLS handshake when TLS is on.
+enum Client {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Client {
+    /// Complete the TLS handshake when `tls` is set (within `CONNECT_TIMEOUT`); `None` when it
+    /// failed (logged at debug: a port scanner or a plain-MQTT client is not news).
+    async fn accept(
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<&tokio_rustls::TlsAcceptor>,
+        shutdown: &Shutdown,
+    ) -> Option<Client> {
+        let Some(acceptor) = tls else { return Some(Client::Plain(stream)) };
+        tokio::select! {
+            () = shutdown.cancelled() => None,
+            r = tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)) => match r {
+                Ok(Ok(s)) => Some(Client::Tls(Box::new(s))),
+                Ok(Err(e)) => {
+                    debug!(%peer, "broker: TLS handshake failed: {e}");
+                    None
+                }
+                Err(_) => {
+                    debug!(%peer, "broker: no TLS handshake within {CONNECT_TIMEOUT:?}");
+                    None
+                }
+            },
+        }
+    }
+
+    async fn splice(
+        self,
+        server: TcpStream,
+        metrics: &Metrics,
+        publishes: Option<Counter>,
+        shutdown: &Shutdown,
+    ) -> io::Result<()> {
+        match self {
+            Client::Plain(mut s) => splice(s.split(), server, metrics, publishes, shutdown).await,
+            Client::Tls(s) => splice(tokio::io::split(*s), server, metrics, publishes, shutdown).await,
+        }
     }
 }
 
@@ -460,35 +534,62 @@ pub async fn mqtt_ping(
     timeout: Duration,
     credentials: Option<(String, String)>,
 ) -> Result<(), String> {
+    mqtt_ping_tls(addr, timeout, credentials, None).await
+}
+
+/// [`mqtt_ping`] over TLS when `tls` is given (the client configuration to use, e.g.
+/// `crate::tls::loopback_client_config`); the server name presented is `addr`'s IP.
+pub async fn mqtt_ping_tls(
+    addr: SocketAddr,
+    timeout: Duration,
+    credentials: Option<(String, String)>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(), String> {
     let connect =
         connect_packet(&format!("netstrap-probe-{:016x}", rand::random::<u64>()), credentials.as_ref())?;
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("no broker at {addr}: {e}"))?;
-        stream.write_all(&connect).await.map_err(|e| format!("broker at {addr}: sending CONNECT: {e}"))?;
-        let mut ack = [0u8; 4];
-        stream.read_exact(&mut ack).await.map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => format!(
-                "{addr} closed the connection without a CONNACK (wrong credentials, or not an MQTT broker)"
-            ),
-            _ => format!("broker at {addr}: reading CONNACK: {e}"),
-        })?;
-        if ack[..2] != [0x20, 0x02] {
-            return Err(format!(
-                "{addr} is not an MQTT broker: it answered {:02x?} instead of a CONNACK",
-                ack
-            ));
+        let tcp = TcpStream::connect(addr).await.map_err(|e| format!("no broker at {addr}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => ping_exchange(tcp, addr, &connect).await,
+            Some(config) => {
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(crate::tls::server_name(addr.ip()), tcp)
+                    .await
+                    .map_err(|e| format!("broker at {addr}: TLS handshake failed: {e}"))?;
+                ping_exchange(stream, addr, &connect).await
+            }
         }
-        if ack[3] != 0 {
-            return Err(format!("broker at {addr} refused the connection: {}", connack_reason(ack[3])));
-        }
-        // Best effort: the broker said yes, which is what the probe asked.
-        let _ = stream.write_all(&[0xe0, 0x00]).await;
-        let _ = stream.shutdown().await;
-        Ok(())
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| format!("no CONNACK from {addr} within {timeout:?}"))?
+}
+
+/// Send CONNECT on `stream`, expect CONNACK "accepted", then DISCONNECT.
+async fn ping_exchange(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    addr: SocketAddr,
+    connect: &[u8],
+) -> Result<(), String> {
+    stream.write_all(connect).await.map_err(|e| format!("broker at {addr}: sending CONNECT: {e}"))?;
+    let mut ack = [0u8; 4];
+    stream.read_exact(&mut ack).await.map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => format!(
+            "{addr} closed the connection without a CONNACK (wrong credentials, or not an MQTT broker)"
+        ),
+        _ => format!("broker at {addr}: reading CONNACK: {e}"),
+    })?;
+    if ack[..2] != [0x20, 0x02] {
+        return Err(format!("{addr} is not an MQTT broker: it answered {:02x?} instead of a CONNACK", ack));
+    }
+    if ack[3] != 0 {
+        return Err(format!("broker at {addr} refused the connection: {}", connack_reason(ack[3])));
+    }
+    // Best effort: the broker said yes, which is what the probe asked.
+    let _ = stream.write_all(&[0xe0, 0x00]).await;
+    let _ = stream.shutdown().await;
+    Ok(())
 }
 
 fn connack_reason(code: u8) -> String {

@@ -13,6 +13,10 @@
 //!
 //! Connections are served by hyper directly (not `axum::serve`) so the header-read time and
 //! header size are bounded and shutdown is graceful.
+//!
+//! With TLS on for this plane (`NETSTRAP_TLS_PLANES`), every connection on the listener is
+//! TLS (ALPN `http/1.1`); plain HTTP is not served there. The handshake runs on the
+//! connection's own task, bounded by the header-read timeout.
 
 mod api;
 mod proxy;
@@ -49,6 +53,8 @@ pub struct RestOptions {
     pub max_body: u64,
     /// Largest request head (431 above).
     pub max_header_bytes: usize,
+    /// Serve HTTPS only, with this configuration (see `crate::tls`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for RestOptions {
@@ -59,6 +65,7 @@ impl Default for RestOptions {
             header_read_timeout: Duration::from_secs(10),
             max_body: 16 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
+            tls: None,
         }
     }
 }
@@ -70,6 +77,8 @@ pub struct RestState {
     pub snapshot: SnapshotRx,
     pub metrics: Arc<Metrics>,
     pub options: Arc<RestOptions>,
+    /// The TLS setup, for the `tls` object of `/v1/network` (`None`: TLS is off).
+    pub tls: Option<crate::tls::Tls>,
     client: proxy::Client,
 }
 
@@ -80,7 +89,20 @@ impl RestState {
         metrics: Arc<Metrics>,
         options: RestOptions,
     ) -> RestState {
-        RestState { health, snapshot, metrics, options: Arc::new(options), client: proxy::client() }
+        RestState {
+            health,
+            snapshot,
+            metrics,
+            options: Arc::new(options),
+            tls: None,
+            client: proxy::client(),
+        }
+    }
+
+    /// Report `tls` in `/v1/network`.
+    pub fn with_tls(mut self, tls: Option<crate::tls::Tls>) -> RestState {
+        self.tls = tls;
+        self
     }
 }
 
@@ -116,6 +138,7 @@ async fn observe(State(s): State<RestState>, req: Request, next: Next) -> Respon
 pub async fn serve(listener: TcpListener, state: RestState, shutdown: Shutdown) {
     let metrics = state.metrics.clone();
     let options = state.options.clone();
+    let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let app = router(state);
     let graceful = GracefulShutdown::new();
     loop {
@@ -138,18 +161,45 @@ pub async fn serve(listener: TcpListener, state: RestState, shutdown: Shutdown) 
             .header_read_timeout(options.header_read_timeout)
             .max_buf_size(options.max_header_bytes.max(8192));
         // The client address, for X-Forwarded-For on proxied requests.
-        let service = app.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            req
-        });
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _guard = guard;
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "rest: connection ended with an error");
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            },
+        ));
+        match &tls {
+            None => {
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "rest: connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                let shutdown = shutdown.clone();
+                let limit = options.header_read_timeout;
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    let handshake = tokio::time::timeout(limit, acceptor.accept(stream));
+                    let stream = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        r = handshake => match r {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "rest: TLS handshake failed"),
+                            Err(_) => return tracing::debug!(%peer, "rest: no TLS handshake within {limit:?}"),
+                        },
+                    };
+                    let conn = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "rest: connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     graceful.shutdown().await;
 }

@@ -95,6 +95,10 @@ async fn network(State(s): State<RestState>) -> Json<serde_json::Value> {
         "discovery": snap.discovery,
         "readiness": s.health.readiness(&[]),
         "verification": snap.verification,
+        "tls": match &s.tls {
+            Some(tls) => tls.status(&snap.table),
+            None => json!({"enabled": false}),
+        },
     }))
 }
 
