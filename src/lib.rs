@@ -46,4 +46,5 @@ pub mod report;
 pub mod state;
 pub mod table;
 pub mod tls;
+pub mod upstream;
 pub mod verify;

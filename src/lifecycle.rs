@@ -229,6 +229,22 @@ pub fn run(settings: Settings) -> ExitCode {
     if listeners.iter().any(|(plane, _)| *plane == Plane::Broker) {
         health.register(CHECK_BROKER, "waiting for the broker to answer an MQTT CONNECT");
     }
+    let upstreams: Vec<(&'static str, std::net::SocketAddr)> = [
+        ("tcp", settings.tcp_upstream.filter(|_| settings.tcp_mode.value == crate::config::TcpMode::Relay)),
+        ("rest", settings.rest_upstream),
+        (
+            "broker",
+            settings
+                .broker_upstream
+                .filter(|_| settings.broker_mode.value == crate::config::BrokerMode::Relay),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(plane, addr)| addr.map(|a| (plane, a)))
+    .collect();
+    if settings.ready_upstream && !upstreams.is_empty() {
+        health.register(crate::upstream::CHECK_UPSTREAM, "dialing the node's upstreams");
+    }
 
     let mut runtimes = Vec::new();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
@@ -363,6 +379,10 @@ pub fn run(settings: Settings) -> ExitCode {
     }
     drop(done_tx);
     info!("started");
+    if settings.ready_upstream && !upstreams.is_empty() {
+        let timeout = settings.source_timeout.min(Duration::from_secs(1));
+        control.spawn(crate::upstream::watch(upstreams, health.clone(), timeout, shutdown.clone()));
+    }
     // Advertise only now: every listener is bound and serving.
     control.spawn(advertiser.run(discovery.clone(), table.clone(), shutdown.clone()));
 

@@ -428,3 +428,42 @@ async fn ten_thousand_peer_connections_and_a_thousand_mqtt_clients_leave_probes_
     drop(peers);
     assert_eq!(n.get("/livez").unwrap().0, 200);
 }
+
+#[test]
+fn upstream_down_closes_relayed_clients_and_readiness_follows_it_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let node_addr = node.local_addr().unwrap();
+    let relay_env = |ready_upstream: &str| {
+        vec![
+            ("NETSTRAP_TCP_MODE", "relay".to_string()),
+            ("NETSTRAP_TCP_UPSTREAM", node_addr.to_string()),
+            ("NETSTRAP_READY_UPSTREAM", ready_upstream.to_string()),
+        ]
+    };
+    let asked = start(&dir.path().join("a"), &relay_env("true"));
+    let not_asked = start(&dir.path().join("b"), &relay_env("false"));
+    asked.wait_ready();
+    not_asked.wait_ready();
+
+    drop(node); // the node goes down
+    wait_until("readiness to follow the node", || {
+        asked.get("/readyz?verbose").is_some_and(|(c, b)| {
+            c == 503
+                && b.contains(&format!(
+                    "[-]upstream pending: the node is not accepting: tcp upstream {node_addr}"
+                ))
+        })
+    });
+    assert_eq!(asked.get("/livez").unwrap().0, 200, "live: netstrap itself is fine");
+    assert_eq!(not_asked.get("/readyz").unwrap().0, 200, "off by default");
+    // A relayed client is closed promptly, not left hanging.
+    let mut client = connect(asked.tcp);
+    let started = Instant::now();
+    let r = client.read(&mut [0u8; 16]);
+    assert!(matches!(r, Ok(0) | Err(_)) && started.elapsed() < Duration::from_secs(3), "{r:?}");
+
+    // The node is back on the same address: ready again without a restart.
+    let _node = std::net::TcpListener::bind(node_addr).unwrap();
+    asked.wait_ready();
+}

@@ -218,6 +218,8 @@ pub struct Settings {
     pub rest_upstream: Option<SocketAddr>,
     pub broker_mode: Found<BrokerMode>,
     pub broker_upstream: Option<SocketAddr>,
+    /// `NETSTRAP_READY_UPSTREAM`: readiness requires the node's upstreams to accept.
+    pub ready_upstream: bool,
 
     pub ledger: Option<String>,
     pub verify: VerifyMode,
@@ -693,6 +695,7 @@ impl Settings {
             tcp_mode,
             tcp_upstream,
             tcp_proxy_protocol: r.bool("NETSTRAP_TCP_PROXY_PROTOCOL", false).value,
+            ready_upstream: r.bool("NETSTRAP_READY_UPSTREAM", false).value,
             rest_upstream: r.socket("NETSTRAP_REST_UPSTREAM"),
             broker_mode,
             broker_upstream,

@@ -132,6 +132,11 @@ pub const NETSTRAP: &[Variable] = &[
     v("NETSTRAP_TCP_UPSTREAM", "unset", "co-located node's TCP address for relay mode"),
     v("NETSTRAP_TCP_PROXY_PROTOCOL", "false", "send a PROXY protocol v2 header to the TCP upstream"),
     v("NETSTRAP_REST_UPSTREAM", "unset", "co-located node's REST address; other paths are proxied there"),
+    v(
+        "NETSTRAP_READY_UPSTREAM",
+        "false",
+        "readiness also requires every upstream (relay or REST proxy target) to accept a connection",
+    ),
     v("NETSTRAP_BROKER_MODE", "embedded when ANYLOG_BROKER_PORT is set", "embedded, relay or off"),
     v("NETSTRAP_BROKER_UPSTREAM", "unset", "co-located broker address for relay mode"),
     v(
