@@ -95,7 +95,8 @@ pub fn excerpt(body: &[u8]) -> String {
     }
 }
 
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// `err: its source: its source ...`, the whole chain on one line.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {

@@ -36,6 +36,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 use super::file::python_json;
+use crate::discover::http::error_chain;
 
 /// The User-Agent EdgeLake requires before it reads the `command` header.
 pub const USER_AGENT: &str = "AnyLog/1.23";
@@ -424,15 +425,4 @@ fn check_no_close_bracket(path: &str, v: &Value) -> Result<(), AnylogError> {
         }
         _ => Ok(()),
     }
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
