@@ -198,15 +198,22 @@ fn probe(kind: &str, rest: u16) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
 }
 
+/// netstrap with TLS on the rest plane only, for a leaf covering localhost and 127.0.0.1.
+fn start_rest_tls(dir: &Path, extra: &[(&'static str, String)]) -> (Pki, Leaf, Netstrap) {
+    let pki = Pki::new();
+    let leaf = pki.leaf(&["localhost", "127.0.0.1"], 1);
+    let (cert, key) = write_pair(dir, &leaf);
+    let mut env = tls_env(&cert, &key);
+    env.push(("NETSTRAP_TLS_PLANES", "rest".into()));
+    env.extend(extra.iter().cloned());
+    let n = start(&dir.join("state"), &env);
+    (pki, leaf, n)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_plane_serves_https_only() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    let leaf = pki.leaf(&["localhost", "127.0.0.1"], 1);
-    let (cert, key) = write_pair(dir.path(), &leaf);
-    let mut env = tls_env(&cert, &key);
-    env.push(("NETSTRAP_TLS_PLANES", "rest".into()));
-    let n = start(&dir.path().join("state"), &env);
+    let (pki, leaf, n) = start_rest_tls(dir.path(), &[]);
     let client = pki.client(&[b"http/1.1"]);
 
     let (code, body, presented) =
@@ -513,14 +520,8 @@ fn bad_tls_configuration_stops_netstrap_with_an_error_naming_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_verification_speaks_tls_to_a_tls_rest_plane_and_gates_readiness() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    let leaf = pki.leaf(&["localhost", "127.0.0.1"], 1);
-    let (cert, key) = write_pair(dir.path(), &leaf);
-    let mut env = tls_env(&cert, &key);
-    env.push(("NETSTRAP_TLS_PLANES", "rest".into()));
-    env.push(("DNS", "127.0.0.1".into()));
-    env.push(("NETSTRAP_VERIFY", "gate".into()));
-    let n = start(&dir.path().join("state"), &env);
+    let (pki, _, n) =
+        start_rest_tls(dir.path(), &[("DNS", "127.0.0.1".into()), ("NETSTRAP_VERIFY", "gate".into())]);
     let client = pki.client(&[b"http/1.1"]);
     wait_ready_https(&n, &client).await;
     let (_, body, _) = https_get(n.rest, &client, "/readyz?verbose").await.unwrap();
