@@ -356,6 +356,7 @@ pub fn run(settings: Settings) -> ExitCode {
             let creds = settings.broker_credentials.clone().map(|(u, p)| (u, p.0));
             let client_tls = broker_tls.as_ref().map(|_| crate::tls::loopback_client_config(&[]));
             control.spawn(async move {
+                let mut retry = Duration::from_millis(2);
                 loop {
                     match broker::mqtt_ping_tls(
                         target,
@@ -371,7 +372,9 @@ pub fn run(settings: Settings) -> ExitCode {
                         }
                         Err(e) => health.set(CHECK_BROKER, crate::health::Check::Pending(e)),
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // The broker is usually up within milliseconds: look again soon, then less often.
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(Duration::from_millis(100));
                 }
             });
         }
