@@ -172,13 +172,19 @@ fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     s.set_nodelay(true)?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = [0u8; 512];
     let mut got = 0;
     while got < 12 {
         let n = s.read(&mut buf[got..])?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a status line"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before a status line",
+            ));
         }
         got += n;
     }
@@ -188,10 +194,10 @@ fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not HTTP: {line:?}")))
 }
 
-/// An MQTT 3.1.1 CONNECT (clean session, no keep-alive) with this client id.
+/// An MQTT 3.1.1 CONNECT (clean session, keep-alive 600 s: rumqttd refuses 0) with this client id.
 fn connect_packet(client_id: &str) -> Vec<u8> {
     let id = client_id.as_bytes();
-    let mut var = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0];
+    let mut var = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0x02, 0x58];
     var.extend_from_slice(&(id.len() as u16).to_be_bytes());
     var.extend_from_slice(id);
     let mut p = vec![0x10];
@@ -512,8 +518,10 @@ async fn mqtt(args: &Args) -> Res<()> {
         q => return Err(format!("--qos {q}: 0 or 1")),
     };
     let clients: usize = args.num("clients", Some(10))?;
-    let messages: Option<u64> = args.named.get("messages").map(|v| v.parse().map_err(|_| "--messages".to_string())).transpose()?;
-    let duration: Option<f64> = args.named.get("duration").map(|v| v.parse().map_err(|_| "--duration".to_string())).transpose()?;
+    let messages: Option<u64> =
+        args.named.get("messages").map(|v| v.parse().map_err(|_| "--messages".to_string())).transpose()?;
+    let duration: Option<f64> =
+        args.named.get("duration").map(|v| v.parse().map_err(|_| "--duration".to_string())).transpose()?;
     if messages.is_none() == duration.is_none() {
         return Err("give exactly one of --messages (per publisher) and --duration".into());
     }
@@ -541,7 +549,8 @@ async fn mqtt(args: &Args) -> Res<()> {
     // Subscribers first, each subscribed (SUBACK) before anything is published.
     let mut sub_tasks = Vec::new();
     for i in 0..subscribers {
-        let (client, mut ev) = AsyncClient::new(options(format!("bench-sub-{pid}-{i}"), addr, inflight), 1000);
+        let (client, mut ev) =
+            AsyncClient::new(options(format!("bench-sub-{pid}-{i}"), addr, inflight), 1000);
         client.subscribe(topic.clone(), qos).await.map_err(|e| e.to_string())?;
         let t0 = Instant::now();
         loop {
@@ -564,7 +573,8 @@ async fn mqtt(args: &Args) -> Res<()> {
                             shared.foreign.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
-                        let publisher = u32::from_le_bytes(p.payload[0..4].try_into().unwrap_or_default()) as usize;
+                        let publisher =
+                            u32::from_le_bytes(p.payload[0..4].try_into().unwrap_or_default()) as usize;
                         let seq = u32::from_le_bytes(p.payload[4..8].try_into().unwrap_or_default()) as usize;
                         let (u, d) = (seen.unique, seen.duplicates);
                         seen.record(publisher, seq);
@@ -594,7 +604,8 @@ async fn mqtt(args: &Args) -> Res<()> {
     let mut pub_tasks = Vec::new();
     let mut loops = Vec::new();
     for i in 0..publishers {
-        let (client, mut ev) = AsyncClient::new(options(format!("bench-pub-{pid}-{i}"), addr, inflight), 1000);
+        let (client, mut ev) =
+            AsyncClient::new(options(format!("bench-pub-{pid}-{i}"), addr, inflight), 1000);
         loop {
             match tokio::time::timeout(Duration::from_secs(10), ev.poll()).await {
                 Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,

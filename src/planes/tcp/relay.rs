@@ -7,6 +7,11 @@
 //! keeps flowing, so a request/EOF/reply exchange works through the relay. The copy is our own
 //! (not `tokio::io::copy_bidirectional`, which has the same half-close behaviour) because it
 //! also needs an idle timeout across both directions and byte counts as they pass.
+//!
+//! On Linux the bytes move with splice(2) through a pipe per direction (socket → pipe →
+//! socket): the kernel hands the pages on without copying them into this process and back,
+//! which roughly doubles what one core relays (see docs/benchmarks.md). Elsewhere, or when a
+//! pipe cannot be had (out of descriptors), a buffered copy does the same job.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -15,8 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ppp::v2::{Addresses, Builder, Command, Protocol, Version};
+#[cfg(not(target_os = "linux"))]
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+#[cfg(not(target_os = "linux"))]
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -143,12 +151,43 @@ async fn splice(client: TcpStream, server: TcpStream, idle: Duration, metrics: &
     let received = metrics.bytes_received.get_or_create(&label).clone();
     let sent = metrics.bytes_sent.get_or_create(&label).clone();
     let activity = Activity::new();
+    #[cfg(target_os = "linux")]
+    {
+        let both = async {
+            tokio::try_join!(
+                zero_copy::pump(&client, &server, &activity, &received),
+                zero_copy::pump(&server, &client, &activity, &sent),
+            )
+        };
+        tokio::select! {
+            r = both => r.map(|_| ()),
+            () = activity.idle_for(idle) => {
+                Err(io::Error::new(io::ErrorKind::TimedOut, format!("no bytes either way for {idle:?}")))
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        copy_both(client, server, idle, &activity, &received, &sent).await
+    }
+}
+
+/// Copy both ways through buffers in this process (where splice(2) is not available).
+#[cfg(not(target_os = "linux"))]
+async fn copy_both(
+    client: TcpStream,
+    server: TcpStream,
+    idle: Duration,
+    activity: &Activity,
+    received: &Counter,
+    sent: &Counter,
+) -> io::Result<()> {
     let (mut client_r, mut client_w) = client.into_split();
     let (mut server_r, mut server_w) = server.into_split();
     let both = async {
         tokio::try_join!(
-            pump(&mut client_r, &mut server_w, &activity, &received),
-            pump(&mut server_r, &mut client_w, &activity, &sent),
+            pump(&mut client_r, &mut server_w, activity, received),
+            pump(&mut server_r, &mut client_w, activity, sent),
         )
     };
     tokio::select! {
@@ -160,6 +199,7 @@ async fn splice(client: TcpStream, server: TcpStream, idle: Duration, metrics: &
 }
 
 /// One direction: copy until EOF, then pass the EOF on by shutting `to`'s write half.
+#[cfg(not(target_os = "linux"))]
 async fn pump<R, W>(from: &mut R, to: &mut W, activity: &Activity, counter: &Counter) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -207,6 +247,126 @@ impl Activity {
                 return;
             }
             tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// splice(2) from one socket into a pipe and from the pipe into the other socket.
+#[cfg(target_os = "linux")]
+mod zero_copy {
+    use std::io;
+    use std::os::fd::OwnedFd;
+
+    use prometheus_client::metrics::counter::Counter;
+    use rustix::net::Shutdown;
+    use rustix::pipe::{PipeFlags, SpliceFlags};
+    use tokio::io::Interest;
+    use tokio::net::TcpStream;
+    use tracing::debug;
+
+    use super::{Activity, BUFFER};
+
+    /// What one splice call moves at most: the default pipe capacity (16 pages).
+    const CHUNK: usize = 64 * 1024;
+
+    /// A non-blocking pipe: the kernel-side buffer of one direction.
+    struct Pipe {
+        read: OwnedFd,
+        write: OwnedFd,
+    }
+
+    impl Pipe {
+        fn new() -> io::Result<Pipe> {
+            let (read, write) = rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+            Ok(Pipe { read, write })
+        }
+    }
+
+    fn splice(from: impl std::os::fd::AsFd, to: impl std::os::fd::AsFd, len: usize) -> io::Result<usize> {
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        Ok(rustix::pipe::splice(from, None, to, None, len, flags)?)
+    }
+
+    fn shutdown_write(to: &TcpStream) {
+        // It may already be gone; the other direction reports that itself.
+        let _ = rustix::net::shutdown(to, Shutdown::Write);
+    }
+
+    /// One direction: move bytes until EOF, then pass the EOF on by shutting `to`'s write half.
+    ///
+    /// The pipe is made when the first bytes arrive, so an idle connection holds no pipe (two
+    /// descriptors per direction). Without one (out of descriptors) the bytes are copied
+    /// through a buffer instead.
+    pub async fn pump(
+        from: &TcpStream,
+        to: &TcpStream,
+        activity: &Activity,
+        counter: &Counter,
+    ) -> io::Result<()> {
+        from.readable().await?;
+        match Pipe::new() {
+            Ok(pipe) => spliced(from, to, &pipe, activity, counter).await,
+            Err(e) => {
+                debug!("tcp relay: no pipe for splice ({e}); copying through a buffer");
+                copied(from, to, activity, counter).await
+            }
+        }
+    }
+
+    /// The pipe is always drained before the next read from `from`, so a splice into it can
+    /// only block (EAGAIN) because `from` has nothing to read — which is what tokio's
+    /// readiness needs to hear.
+    async fn spliced(
+        from: &TcpStream,
+        to: &TcpStream,
+        pipe: &Pipe,
+        activity: &Activity,
+        counter: &Counter,
+    ) -> io::Result<()> {
+        loop {
+            let n = from.async_io(Interest::READABLE, || splice(from, &pipe.write, CHUNK)).await?;
+            if n == 0 {
+                shutdown_write(to);
+                return Ok(());
+            }
+            activity.touch();
+            let mut left = n;
+            while left > 0 {
+                let moved = to.async_io(Interest::WRITABLE, || splice(&pipe.read, to, left)).await?;
+                if moved == 0 {
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "the socket took no bytes"));
+                }
+                left -= moved;
+            }
+            activity.touch();
+            counter.inc_by(n as u64);
+        }
+    }
+
+    async fn copied(
+        from: &TcpStream,
+        to: &TcpStream,
+        activity: &Activity,
+        counter: &Counter,
+    ) -> io::Result<()> {
+        let mut buf = vec![0u8; BUFFER];
+        loop {
+            let n = from.async_io(Interest::READABLE, || from.try_read(&mut buf)).await?;
+            if n == 0 {
+                shutdown_write(to);
+                return Ok(());
+            }
+            activity.touch();
+            let mut at = 0;
+            while at < n {
+                let moved = to.async_io(Interest::WRITABLE, || to.try_write(&buf[at..n])).await?;
+                if moved == 0 {
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "the socket took no bytes"));
+                }
+                at += moved;
+            }
+            activity.touch();
+            counter.inc_by(n as u64);
         }
     }
 }
