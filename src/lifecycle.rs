@@ -322,6 +322,7 @@ pub fn run(settings: Settings) -> ExitCode {
                 let opts = broker::BrokerOptions {
                     listen,
                     threads: usize::from(row.threads.value),
+                    backlog: settings.broker_backlog,
                     credentials: settings.broker_credentials.clone().map(|(u, p)| (u, p.0)),
                     tls: broker_tls.clone(),
                     ..Default::default()

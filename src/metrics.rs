@@ -94,6 +94,11 @@ impl Metrics {
                 "MQTT messages published to the embedded broker",
                 m.broker_messages.clone(),
             );
+            r.register(
+                "broker_dropped_messages",
+                "MQTT messages the embedded broker skipped for a subscriber further behind than NETSTRAP_BROKER_BACKLOG",
+                crate::planes::broker_drops::DROPPED.clone(),
+            );
             r.register("ready", "1 when /readyz answers 200", m.ready.clone());
             r.register(
                 "endpoint_verified",

@@ -218,6 +218,8 @@ pub struct Settings {
     pub rest_upstream: Option<SocketAddr>,
     pub broker_mode: Found<BrokerMode>,
     pub broker_upstream: Option<SocketAddr>,
+    /// `NETSTRAP_BROKER_BACKLOG`, bytes.
+    pub broker_backlog: usize,
     /// `NETSTRAP_READY_UPSTREAM`: readiness requires the node's upstreams to accept.
     pub ready_upstream: bool,
 
@@ -239,6 +241,30 @@ pub struct Settings {
 /// Default log filter: netstrap at info; rumqttd's per-connection chatter (it logs every
 /// accept at info and a routing "error" on every clean disconnect) only when it matters.
 pub const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off";
+
+/// `NETSTRAP_BROKER_BACKLOG` when unset.
+pub const DEFAULT_BROKER_BACKLOG: usize = 16 << 20;
+
+/// `4096`, `512KiB`, `16MiB`, `1GiB` (also `KB`/`MB`/`GB`, read as powers of 1024) → bytes,
+/// within 64 KiB ..= 4 GiB.
+fn byte_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| "not a number".to_string())?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" | "KB" | "K" | "k" => 10,
+        "MiB" | "MB" | "M" => 20,
+        "GiB" | "GB" | "G" => 30,
+        other => return Err(format!("unknown unit {other:?}")),
+    };
+    let bytes = n.checked_shl(shift).filter(|b| b >> shift == n).ok_or("out of range")?;
+    if !(64 << 10..=4 << 30).contains(&bytes) {
+        return Err("out of range".into());
+    }
+    usize::try_from(bytes).map_err(|_| "too large for this platform".into())
+}
 
 const TRUE_SPELLINGS: &[&str] = &["true", "True", "TRUE"];
 const FALSE_SPELLINGS: &[&str] = &["false", "False", "FALSE"];
@@ -597,6 +623,15 @@ impl Settings {
                 }
             });
 
+        let broker_backlog = r
+            .parse(
+                "NETSTRAP_BROKER_BACKLOG",
+                "bytes, or a number with KiB, MiB or GiB, from 64KiB to 4GiB",
+                byte_size,
+            )
+            .map(|f| f.value)
+            .unwrap_or(DEFAULT_BROKER_BACKLOG);
+
         let log_json = r
             .choice("NETSTRAP_LOG_FORMAT", &[("text", false), ("json", true)])
             .map(|f| f.value)
@@ -699,6 +734,7 @@ impl Settings {
             rest_upstream: r.socket("NETSTRAP_REST_UPSTREAM"),
             broker_mode,
             broker_upstream,
+            broker_backlog,
             ledger: r.string("NETSTRAP_LEDGER").map(|f| f.value),
             verify: r
                 .choice(

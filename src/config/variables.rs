@@ -140,6 +140,13 @@ pub const NETSTRAP: &[Variable] = &[
     v("NETSTRAP_BROKER_MODE", "embedded when ANYLOG_BROKER_PORT is set", "embedded, relay or off"),
     v("NETSTRAP_BROKER_UPSTREAM", "unset", "co-located broker address for relay mode"),
     v(
+        "NETSTRAP_BROKER_BACKLOG",
+        "16MiB",
+        "embedded broker, per subscribed topic filter: how far (topic + payload bytes) a subscriber \
+         may fall behind before its oldest messages are skipped for it (counted in \
+         netstrap_broker_dropped_messages_total); bytes or KiB/MiB/GiB, 64KiB to 4GiB",
+    ),
+    v(
         "NETSTRAP_TCP_EXTERNAL_PORT",
         "from the Service, else the internal port",
         "externally reachable TCP port (e.g. a Docker published port)",

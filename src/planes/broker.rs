@@ -37,8 +37,10 @@
 //! TLS for the readiness check.
 //!
 //! The router thread cannot be stopped (it holds a sender to itself); it idles after shutdown
-//! until the process exits. Memory is bounded by small router segments (each topic keeps at
-//! most `SEGMENT_COUNT` × `SEGMENT_SIZE` of recent messages) and the connection limit.
+//! until the process exits. Memory is bounded by the backlog (each subscribed topic filter keeps
+//! at most `NETSTRAP_BROKER_BACKLOG` of recent messages, which lagging subscribers read from)
+//! and the connection limit. rumqttd never slows a publisher for a subscriber: one further
+//! behind than the backlog skips the oldest messages, which `broker_drops` counts and reports.
 
 use std::collections::HashMap;
 use std::io;
@@ -61,10 +63,9 @@ use crate::bind::BindError;
 use crate::metrics::{Metrics, PlaneLabel};
 use crate::table::Plane;
 
-/// Router log segment size per topic (a large PUBLISH still fits: a segment holds at least one).
-const SEGMENT_SIZE: usize = 100 * 1024;
-/// Segments kept per topic before the oldest is dropped.
-const SEGMENT_COUNT: usize = 10;
+/// The backlog of a topic filter is kept in this many segments; when a new one starts, the
+/// oldest is dropped, so a filter keeps between (n-1)/n and all of the backlog.
+const SEGMENT_COUNT: usize = 16;
 /// Time a new client has to send CONNECT, and to reach an upstream.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Concurrent connections a relay accepts.
@@ -85,6 +86,10 @@ pub struct BrokerOptions {
     pub max_connections: usize,
     /// Largest MQTT packet accepted; a bigger one closes the client's connection.
     pub max_payload_size: usize,
+    /// Per subscribed topic filter, how many bytes (topic + payload) of recent messages are kept
+    /// for subscribers that lag (`NETSTRAP_BROKER_BACKLOG`); a subscriber further behind skips
+    /// the oldest (see `broker_drops`).
+    pub backlog: usize,
     /// `(username, password)` every client must present, when set.
     pub credentials: Option<(String, String)>,
     /// Accept MQTT over TLS only, with this configuration (see `crate::tls`).
@@ -98,6 +103,7 @@ impl Default for BrokerOptions {
             threads: 1,
             max_connections: 10_000,
             max_payload_size: 1024 * 1024,
+            backlog: crate::config::DEFAULT_BROKER_BACKLOG,
             credentials: None,
             tls: None,
         }
@@ -143,7 +149,7 @@ pub async fn serve_embedded_on(
     if opts.max_connections == 0 {
         return Err(BrokerError::Config("max_connections must be at least 1".into()));
     }
-    let router_tx = Router::new(0, router_config(opts.max_connections)).spawn();
+    let router_tx = Router::new(0, router_config(opts.max_connections, opts.backlog)).spawn();
 
     // The internal port is chosen by binding :0 and releasing it just before rumqttd binds it
     // (rumqttd binds by address only); another process taking it in between is retried.
@@ -252,13 +258,14 @@ pub async fn serve_relay_tls(
     .await;
 }
 
-fn router_config(max_connections: usize) -> RouterConfig {
+fn router_config(max_connections: usize, backlog: usize) -> RouterConfig {
     RouterConfig {
         // Headroom above our own limit: the router frees a slot only when it processes the
         // Disconnect event, which can trail our accept of the next client.
         max_connections: max_connections.saturating_add(max_connections / 8 + 16),
         max_outgoing_packet_count: 200,
-        max_segment_size: SEGMENT_SIZE,
+        // rumqttd refuses segments under 1 KiB.
+        max_segment_size: (backlog / SEGMENT_COUNT).max(4096),
         max_segment_count: SEGMENT_COUNT,
         custom_segment: None,
         initialized_filters: None,

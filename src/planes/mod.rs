@@ -2,6 +2,7 @@
 //! relay), rest (netstrap's HTTP API + reverse proxy), broker (embedded MQTT or relay).
 
 pub mod broker;
+pub mod broker_drops;
 pub mod rest;
 pub mod tcp;
 
