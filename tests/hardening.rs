@@ -467,3 +467,52 @@ fn upstream_down_closes_relayed_clients_and_readiness_follows_it_when_asked() {
     let _node = std::net::TcpListener::bind(node_addr).unwrap();
     asked.wait_ready();
 }
+
+/// Nice value of every thread of `n` by name, from /proc/PID/task/*/stat.
+fn thread_nice(n: &Netstrap) -> Vec<(String, i64)> {
+    let dir = format!("/proc/{}/task", n.child.id());
+    let mut threads: Vec<(String, i64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|t| {
+            let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap();
+            // `pid (comm) state ...`: the comm may hold spaces, the fields after it do not.
+            let (head, rest) = stat.rsplit_once(") ").unwrap();
+            let comm = head.split_once(" (").unwrap().1.to_string();
+            // After the comm: state is field 3, nice field 19.
+            let nice = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+            (comm, nice)
+        })
+        .collect();
+    threads.sort();
+    threads
+}
+
+#[test]
+fn the_data_planes_yield_the_cpu_to_the_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = free_port().to_string();
+    let n = start(dir.path(), &[("ANYLOG_BROKER_PORT", broker.clone())]);
+    n.wait_ready();
+    let threads = thread_nice(&n);
+    let nice_of =
+        |prefix: &str| threads.iter().filter(|(c, _)| c.starts_with(prefix)).map(|t| t.1).collect::<Vec<_>>();
+    // Relative to the nice value netstrap was started with (the test runner's).
+    let base = threads.iter().find(|t| t.0 == "netstrap").unwrap().1;
+    assert!(!nice_of("netstrap-rest").is_empty(), "{threads:?}");
+    assert!(nice_of("netstrap-rest").iter().all(|&v| v == base), "probes at full priority: {threads:?}");
+    let want = (base + 10).min(19);
+    for data in ["netstrap-tcp", "netstrap-broker", "router-"] {
+        let v = nice_of(data);
+        assert!(!v.is_empty() && v.iter().all(|&v| v == want), "{data} threads at nice {want}: {threads:?}");
+    }
+    drop(n);
+
+    let n = start(dir.path(), &[("ANYLOG_BROKER_PORT", broker), ("NETSTRAP_DATA_NICE", "0".into())]);
+    n.wait_ready();
+    let threads = thread_nice(&n);
+    let base = threads.iter().find(|t| t.0 == "netstrap").unwrap().1;
+    assert!(
+        threads.iter().all(|t| t.1 == base),
+        "NETSTRAP_DATA_NICE=0 leaves every thread alone: {threads:?}"
+    );
+}

@@ -230,6 +230,8 @@ pub struct Settings {
     /// `None`: the default for the environment kind (decided after discovery).
     pub shutdown_delay: Option<Duration>,
     pub shutdown_grace: Duration,
+    /// `NETSTRAP_DATA_NICE`: nice value of the tcp and broker planes' threads.
+    pub data_nice: u8,
     pub broker_credentials: Option<(String, Secret)>,
     /// TLS, when `NETSTRAP_TLS_CERT` and `NETSTRAP_TLS_KEY` are set.
     pub tls: Option<TlsSettings>,
@@ -647,6 +649,13 @@ impl Settings {
         };
         let shutdown_delay = seconds(&mut r, "NETSTRAP_SHUTDOWN_DELAY");
         let shutdown_grace = seconds(&mut r, "NETSTRAP_SHUTDOWN_GRACE").unwrap_or(Duration::from_secs(20));
+        let data_nice = r
+            .parse("NETSTRAP_DATA_NICE", "a whole number from 0 to 19", |s| match s.parse::<u8>() {
+                Ok(n) if n <= 19 => Ok(n),
+                _ => Err("not a nice value from 0 to 19".into()),
+            })
+            .map(|f| f.value)
+            .unwrap_or(10);
         let broker_credentials =
             match (r.string("NETSTRAP_BROKER_USERNAME"), layers.get("NETSTRAP_BROKER_PASSWORD")) {
                 (Some(u), Some((p, _))) => Some((u.value, Secret(p.to_string()))),
@@ -759,6 +768,7 @@ impl Settings {
                 .unwrap_or(Duration::from_secs(30)),
             shutdown_delay,
             shutdown_grace,
+            data_nice,
             broker_credentials,
             log: r.text("NETSTRAP_LOG", DEFAULT_LOG),
             log_json,

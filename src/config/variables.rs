@@ -166,6 +166,12 @@ pub const NETSTRAP: &[Variable] = &[
         "5 in Kubernetes, else 0",
         "seconds between readiness turning 503 and closing the listeners (endpoint propagation)",
     ),
+    v(
+        "NETSTRAP_DATA_NICE",
+        "10",
+        "how many nice levels (0-19) below the rest plane the tcp and broker planes' threads run, so \
+         that under CPU saturation probes are scheduled first; 0 turns this off",
+    ),
     v("NETSTRAP_SHUTDOWN_GRACE", "20", "seconds in-flight work gets to finish after the listeners close"),
     v(
         "NETSTRAP_BROKER_USERNAME",
