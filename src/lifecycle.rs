@@ -280,7 +280,10 @@ pub fn run(settings: Settings) -> ExitCode {
     for (plane, listener) in listeners {
         let row = table.row(plane).cloned();
         let Some(row) = row else { continue };
-        let runtime = match plane_runtime(plane, row.threads.value, settings.data_nice) {
+        // The rest plane runs REST_THREADS event loops of its own (`rest::serve_loops`): its
+        // runtime has one worker, the first loop.
+        let workers = if plane == Plane::Rest { 1 } else { row.threads.value };
+        let runtime = match plane_runtime(plane, workers, settings.data_nice) {
             Ok(rt) => rt,
             Err(e) => {
                 error!("{plane:?} plane: cannot start its runtime: {e}");
@@ -303,14 +306,10 @@ pub fn run(settings: Settings) -> ExitCode {
                 };
                 let state = rest::RestState::new(health.clone(), snap_rx.clone(), metrics, options)
                     .with_tls(tls.clone());
+                let loops = usize::from(row.threads.value.max(1));
                 runtime.spawn(async move {
-                    match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => {
-                            rest::serve(listener, state, shutdown).await;
-                            report(Ok(()));
-                        }
-                        Err(e) => report(Err(e.to_string())),
-                    }
+                    rest::serve_loops(listener, state, shutdown, loops).await;
+                    report(Ok(()));
                 });
             }
             Plane::Tcp => {

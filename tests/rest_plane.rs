@@ -230,3 +230,40 @@ async fn shutdown_stops_accepting() {
     }
     assert!(refused, "the listener closed after shutdown");
 }
+
+/// `/livez` and `/readyz` are answered before the router (the probes' fast path): same
+/// answers, same content type, same request metrics; HEAD and other methods still routed.
+#[tokio::test]
+async fn probes_answer_the_same_on_the_fast_path_and_are_counted() {
+    let p = start(RestOptions::default()).await;
+    p.health.register("broker", "waiting for CONNACK");
+    let (code, head, body) = get(p.addr, "/livez").await;
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; charset=utf-8"), "{head}");
+    let (code, _, body) = get(p.addr, "/readyz").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("[-]broker pending"), "{body}");
+    let (code, head, _) = raw(p.addr, "HEAD /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(code, 200, "{head}");
+    assert_eq!(
+        raw(p.addr, "POST /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await
+            .0,
+        405
+    );
+
+    let (_, _, metrics) = get(p.addr, "/metrics").await;
+    let count = |code: u16| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("netstrap_http_requests_total{{route=\"api\",code=\"{code}\"}} "))
+            })
+            .map(|v| v.trim().parse::<u64>().unwrap())
+            .unwrap_or(0)
+    };
+    // GET /livez and HEAD /livez were 200; /metrics itself is counted after it answers.
+    assert_eq!(count(200), 2, "{metrics}");
+    assert_eq!(count(503), 1, "{metrics}");
+    assert_eq!(count(405), 1, "{metrics}");
+}

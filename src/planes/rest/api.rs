@@ -27,8 +27,11 @@ pub fn router(_state: RestState) -> axum::Router<RestState> {
         .route("/v1/peers", get(peers))
 }
 
+/// `/livez`'s body.
+pub const LIVEZ: &str = "ok\n";
+
 async fn livez() -> &'static str {
-    "ok\n"
+    LIVEZ
 }
 
 /// `?verbose` and `?exclude=a&exclude=b` as kube-apiserver takes them.
@@ -47,7 +50,12 @@ fn readiness_query(raw: Option<&str>) -> (bool, Vec<String>) {
 }
 
 async fn readyz(State(s): State<RestState>, RawQuery(q): RawQuery) -> Response {
-    let (verbose, exclude) = readiness_query(q.as_deref());
+    readyz_response(&s, q.as_deref())
+}
+
+/// `/readyz` with its query (`?verbose`, `?exclude=`).
+pub fn readyz_response(s: &RestState, q: Option<&str>) -> Response {
+    let (verbose, exclude) = readiness_query(q);
     let exclude: Vec<&str> = exclude.iter().map(String::as_str).collect();
     let r = s.health.readiness(&exclude);
     s.metrics.ready.set(i64::from(r.ready));
