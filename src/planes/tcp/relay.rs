@@ -266,13 +266,8 @@ mod zero_copy {
 
     use super::{Activity, BUFFER};
 
-    /// What one splice call moves at most at first: the default pipe capacity (16 pages).
+    /// What one splice call moves at most: the default pipe capacity (16 pages).
     const CHUNK: usize = 64 * 1024;
-    /// The pipe of a direction that fills it is grown to this, so a bulk transfer needs a
-    /// quarter of the splice calls and wake-ups. Best effort: past the per-user pipe budget
-    /// (`/proc/sys/fs/pipe-user-pages-soft`) or `pipe-max-size` the kernel refuses, and the
-    /// pipe stays as it was.
-    const BULK_CHUNK: usize = 256 * 1024;
 
     /// A non-blocking pipe: the kernel-side buffer of one direction.
     struct Pipe {
@@ -328,16 +323,11 @@ mod zero_copy {
         activity: &Activity,
         counter: &Counter,
     ) -> io::Result<()> {
-        let (mut chunk, mut grown) = (CHUNK, false);
         loop {
-            let n = from.async_io(Interest::READABLE, || splice(from, &pipe.write, chunk)).await?;
+            let n = from.async_io(Interest::READABLE, || splice(from, &pipe.write, CHUNK)).await?;
             if n == 0 {
                 shutdown_write(to);
                 return Ok(());
-            }
-            if n == CHUNK && !grown {
-                grown = true;
-                chunk = rustix::pipe::fcntl_setpipe_size(&pipe.write, BULK_CHUNK).unwrap_or(CHUNK);
             }
             activity.touch();
             let mut left = n;
