@@ -142,9 +142,10 @@ pub const NETSTRAP: &[Variable] = &[
     v(
         "NETSTRAP_BROKER_BACKLOG",
         "16MiB",
-        "embedded broker, per subscribed topic filter: how far (topic + payload bytes) a subscriber \
-         may fall behind before its oldest messages are skipped for it (counted in \
-         netstrap_broker_dropped_messages_total); bytes or KiB/MiB/GiB, 64KiB to 4GiB",
+        "embedded broker: recent messages (topic + payload bytes) kept per topic filter, and per \
+         published topic no filter matches, for subscribers that lag; one further behind skips the \
+         oldest (counted in netstrap_broker_dropped_messages_total); up to ~4x this in memory per \
+         such topic for small messages; bytes or KiB/MiB/GiB, 64KiB to 4GiB",
     ),
     v(
         "NETSTRAP_TCP_EXTERNAL_PORT",

@@ -37,8 +37,9 @@
 //! TLS for the readiness check.
 //!
 //! The router thread cannot be stopped (it holds a sender to itself); it idles after shutdown
-//! until the process exits. Memory is bounded by the backlog (each subscribed topic filter keeps
-//! at most `NETSTRAP_BROKER_BACKLOG` of recent messages, which lagging subscribers read from)
+//! until the process exits. Memory is bounded by the backlog (each topic filter, and each
+//! published topic no filter matches, keeps at most `NETSTRAP_BROKER_BACKLOG` of recent
+//! messages, which lagging subscribers read from; rumqttd never drops such a log)
 //! and the connection limit. rumqttd never slows a publisher for a subscriber: one further
 //! behind than the backlog skips the oldest messages, which `broker_drops` counts and reports.
 
