@@ -156,6 +156,8 @@ async fn a_subscriber_further_behind_skips_the_oldest_and_every_skipped_message_
         .find(|l| l.contains("NETSTRAP_BROKER_BACKLOG"))
         .unwrap_or_else(|| panic!("no warning about the skipped messages in the log:\n{log}"));
     assert!(warning.contains(FILTER) && warning.contains("WARN"), "{warning}");
+    let noise = log.lines().filter(|l| l.contains("jumping to head")).count();
+    assert_eq!(noise, 0, "rumqttd's own line per skipped read stays out of the default log:\n{log}");
 }
 
 #[test]
