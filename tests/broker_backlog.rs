@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
-use support::process::{Netstrap, free_port, start};
+use support::process::{Netstrap, free_port, run_fails, start};
 
 const TOPIC: &str = "data/readings";
 const FILTER: &str = "data/#";
@@ -164,20 +164,13 @@ async fn a_subscriber_further_behind_skips_the_oldest_and_every_skipped_message_
 fn a_backlog_that_is_not_a_size_in_range_is_refused_with_what_to_write() {
     let dir = tempfile::tempdir().unwrap();
     for value in ["16 megs", "1KiB", "8GiB", "-1"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_netstrap"))
-            .arg("run")
-            .env_clear()
-            .env("NETSTRAP_ENVIRONMENT", "host")
-            .env("LOCAL_IP", "127.0.0.1")
-            .env("ANYLOG_SERVER_PORT", free_port().to_string())
-            .env("ANYLOG_REST_PORT", free_port().to_string())
-            .env("ANYLOG_BROKER_PORT", free_port().to_string())
-            .env("NETSTRAP_STATE_DIR", dir.path())
-            .env("NETSTRAP_BROKER_BACKLOG", value)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{value} accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = run_fails(
+            dir.path(),
+            &[
+                ("ANYLOG_BROKER_PORT", free_port().to_string()),
+                ("NETSTRAP_BROKER_BACKLOG", value.to_string()),
+            ],
+        );
         assert!(
             err.contains("NETSTRAP_BROKER_BACKLOG") && err.contains("KiB, MiB or GiB, from 64KiB to 4GiB"),
             "{value}: {err}"

@@ -15,7 +15,7 @@ use netstrap::planes::Shutdown;
 use netstrap::planes::broker::{BrokerOptions, mqtt_ping, mqtt_ping_tls, serve_embedded_on, serve_relay_tls};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, ServerName};
-use support::process::{Netstrap, free_port, http_get, start};
+use support::process::{Netstrap, free_port, http_get, run_fails, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -426,35 +426,6 @@ async fn an_advertised_name_missing_from_the_certificate_is_reported() {
             && l.contains("advertised rest host unlisted.example is not in the certificate's SANs")),
         "{log}"
     );
-}
-
-/// `netstrap run` with `env`: it must exit non-zero by itself; returns its stderr.
-fn run_fails(state: &Path, env: &[(&str, String)]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netstrap"))
-        .arg("run")
-        .env_clear()
-        .env("NETSTRAP_ENVIRONMENT", "host")
-        .env("LOCAL_IP", "127.0.0.1")
-        .env("ANYLOG_SERVER_PORT", free_port().to_string())
-        .env("ANYLOG_REST_PORT", free_port().to_string())
-        .env("NETSTRAP_STATE_DIR", state)
-        .env("NETSTRAP_SOURCE_TIMEOUT_MS", "500")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("netstrap kept running with {env:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success(), "netstrap exited 0 with {env:?}");
-    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 #[test]

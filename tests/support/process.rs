@@ -97,3 +97,32 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for {what}");
 }
+
+/// `netstrap run` with `env`: it must exit non-zero by itself; returns its stderr.
+pub fn run_fails(state: &Path, env: &[(&str, String)]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netstrap"))
+        .arg("run")
+        .env_clear()
+        .env("NETSTRAP_ENVIRONMENT", "host")
+        .env("LOCAL_IP", "127.0.0.1")
+        .env("ANYLOG_SERVER_PORT", free_port().to_string())
+        .env("ANYLOG_REST_PORT", free_port().to_string())
+        .env("NETSTRAP_STATE_DIR", state)
+        .env("NETSTRAP_SOURCE_TIMEOUT_MS", "500")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("netstrap kept running with {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "netstrap exited 0 with {env:?}");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
