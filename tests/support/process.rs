@@ -45,8 +45,21 @@ impl Netstrap {
         http_get(self.rest, path)
     }
 
+    /// Wait up to 30 s for `/readyz` 200; on timeout, fail saying why: that the process had
+    /// exited (its log is on `stop()`), or its last `/readyz?verbose` answer.
     pub fn wait_ready(&self) {
-        wait_until("ready", || self.get("/readyz").is_some_and(|(c, _)| c == 200));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = None;
+        while Instant::now() < deadline {
+            match self.get("/readyz?verbose") {
+                Some((200, _)) => return,
+                other => last = other,
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let exited = stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z'));
+        panic!("timed out waiting for ready (process exited: {exited}); last /readyz?verbose: {last:?}");
     }
 
     /// SIGTERM, then wait for the exit; returns the exit code and the log.
