@@ -120,7 +120,49 @@ fn local_target(ip: IpAddr, port: u16) -> SocketAddr {
     }
 }
 
-pub fn run(settings: Settings) -> ExitCode {
+/// `NETSTRAP_DECLARE=node`: the node binds the ports it advertises (its scripts listen on what
+/// they declare), so netstrap relays each plane to `127.0.0.1:<advertised port>` and its own
+/// listener must use another port.
+fn node_upstreams(settings: &mut Settings, table: &ConnectionTable) -> Result<(), String> {
+    for row in &table.rows {
+        let advertised = row.external_port.value;
+        let (own_var, up_var) = match row.plane {
+            Plane::Tcp => ("NETSTRAP_TCP_PORT", "NETSTRAP_TCP_UPSTREAM"),
+            Plane::Rest => ("NETSTRAP_REST_PORT", "NETSTRAP_REST_UPSTREAM"),
+            Plane::Broker => ("NETSTRAP_BROKER_PORT", "NETSTRAP_BROKER_UPSTREAM"),
+        };
+        if row.port.value == advertised {
+            return Err(format!(
+                "NETSTRAP_DECLARE=node: the node binds the advertised {} port {advertised} itself, which is also \
+                 netstrap's listening port ({}); give netstrap another port (set {own_var}, e.g. {}) and point the \
+                 Service's targetPort or the published port at it",
+                crate::report::json_name(&row.plane),
+                row.port.why.summary(),
+                advertised.wrapping_add(1000)
+            ));
+        }
+        let slot = match row.plane {
+            Plane::Tcp => &mut settings.tcp_upstream,
+            Plane::Rest => &mut settings.rest_upstream,
+            Plane::Broker if settings.broker_mode.value == BrokerMode::Relay => &mut settings.broker_upstream,
+            Plane::Broker => continue,
+        };
+        match slot {
+            None => *slot = Some(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), advertised)),
+            Some(up) if up.port() != advertised => {
+                return Err(format!(
+                    "NETSTRAP_DECLARE=node: {up_var}={up}, but the node listens on the advertised port {advertised} \
+                     ({}); unset {up_var} (netstrap then relays to 127.0.0.1:{advertised})",
+                    row.external_port.why.summary()
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+pub fn run(mut settings: Settings) -> ExitCode {
     let control = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -158,6 +200,12 @@ pub fn run(settings: Settings) -> ExitCode {
     let table = ConnectionTable::plan(&settings, &discovery);
     for line in table.render_text().lines().filter(|l| !l.trim().is_empty()) {
         info!("{line}");
+    }
+    let node_declares = settings.declare.value == crate::config::Declarer::Node;
+    if node_declares && let Err(e) = node_upstreams(&mut settings, &table) {
+        error!("{e}");
+        error!("nothing bound, nothing advertised");
+        return ExitCode::FAILURE;
     }
 
     // Bind every listener before serving anything.
@@ -234,8 +282,18 @@ pub fn run(settings: Settings) -> ExitCode {
         control.spawn(t.store.clone().watch(crate::tls::RELOAD_INTERVAL, shutdown.clone(), on_load));
     }
     let settings = Arc::new(settings);
+    // A node that declares itself keeps the registry's copy it syncs: netstrap reads it there.
+    let node_rest = settings.rest_upstream.filter(|_| node_declares);
+    let node_ledger = node_rest.map(|up| format!("anylog://{up}"));
+    let node_client = node_rest.map(|up| {
+        crate::registry::anylog::AnylogClient::new(
+            &up.to_string(),
+            &table.ledger_conn.value,
+            crate::registry::REQUEST_TIMEOUT,
+        )
+    });
     let registry = match Registry::parse(
-        settings.ledger.as_deref(),
+        settings.ledger.as_deref().or(node_ledger.as_deref()),
         &table.ledger_conn.value,
         crate::registry::REQUEST_TIMEOUT,
     ) {
@@ -251,6 +309,7 @@ pub fn run(settings: Settings) -> ExitCode {
         health: health.clone(),
         snapshot: snap_tx,
         metrics: metrics.clone(),
+        node: node_client,
     };
     advertiser.register_checks(&discovery);
     // Every check is registered before any plane serves `/readyz`: a probe in between must not

@@ -223,25 +223,47 @@ fn row(
 
 /// EdgeLake's rule: a `LEDGER_CONN` starting with 127.0.0.1 is recomputed from the node's
 /// own address (master: its own server port; others: 32048). Any other value is used as
-/// given. The node's own address here is its stable name, never the pod IP.
+/// given. The node's own address here is its stable name, never the pod IP. A name is then
+/// replaced by the address it resolves to: EdgeLake reads a destination whose text holds
+/// `master`, `operator`, `query` or `publisher` as a blockchain query, so a name such as
+/// `edgelake-master` cannot reach the master (re-resolved every watch pass).
 fn ledger_conn(settings: &Settings, d: &Discovery) -> Found<String> {
     let given = &settings.ledger_conn;
+    if let Some(l) = &d.ledger {
+        return match first_address(&l.resolution.addresses) {
+            Some(ip) => Found::new(
+                host_port(&ip.to_string(), l.port),
+                Provenance::new(format!("LEDGER_CONN={}: {} resolved by the cluster DNS", l.given, l.name)),
+            ),
+            None => given.clone(),
+        };
+    }
     if !given.value.starts_with("127.0.0.1") {
         return given.clone();
     }
     let port = if settings.node_type.value.is_master() { d.tcp.cluster.value } else { 32048 };
+    let why = if settings.node_type.value.is_master() {
+        "master: own TCP port"
+    } else {
+        "not a master: port 32048"
+    };
+    let resolved = d.resolution.as_ref().and_then(|r| first_address(&r.addresses));
+    let (host, how) = match resolved {
+        Some(ip) => (ip.to_string(), format!(", {} resolved by the cluster DNS", d.stable_name.value)),
+        None => (d.stable_name.value.clone(), String::new()),
+    };
     Found::new(
-        host_port(&d.stable_name.value, port),
+        host_port(&host, port),
         Provenance::new(format!(
-            "{} starts with 127.0.0.1: recomputed from this node's stable name ({})",
-            given.value,
-            if settings.node_type.value.is_master() {
-                "master: own TCP port"
-            } else {
-                "not a master: port 32048"
-            }
+            "{} starts with 127.0.0.1: recomputed from this node's stable name ({why}){how}",
+            given.value
         )),
     )
+}
+
+/// The address to give EdgeLake: IPv4 first (its parser splits `host:port` at the first colon).
+fn first_address(addresses: &[IpAddr]) -> Option<IpAddr> {
+    addresses.iter().find(|a| a.is_ipv4()).or_else(|| addresses.first()).copied()
 }
 
 mod opt_secs {

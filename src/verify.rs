@@ -138,13 +138,39 @@ async fn reachable(endpoint: &str, timeout: Duration) -> (bool, String) {
     }
 }
 
-/// Verify every advertised endpoint of `table`, concurrently.
+/// A relayed endpoint serves only while the node behind it accepts: netstrap's listener
+/// alone accepts and closes every connection when the node is down.
+async fn relayed(endpoint: &str, upstream: std::net::SocketAddr, timeout: Duration) -> (bool, String) {
+    let (ok, detail) = reachable(endpoint, timeout).await;
+    if !ok {
+        return (ok, detail);
+    }
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(upstream)).await {
+        Ok(Ok(_)) => (
+            true,
+            format!(
+                "reachable, relayed to the node at {upstream} (a relay cannot prove which replica answered)"
+            ),
+        ),
+        Ok(Err(e)) => (false, format!("reaches netstrap, but the node behind it refuses: {upstream}: {e}")),
+        Err(_) => (
+            false,
+            format!(
+                "reaches netstrap, but the node behind it ({upstream}) does not accept within {timeout:?}"
+            ),
+        ),
+    }
+}
+
+/// Verify every advertised endpoint of `table`, concurrently. `relays` are the planes netstrap
+/// relays to the node, with the node's address.
 pub async fn verify(
     table: &ConnectionTable,
     me: &Identity,
     tcp_native: bool,
     rest_tls: bool,
     timeout: Duration,
+    relays: &[(Plane, std::net::SocketAddr)],
 ) -> Vec<EndpointCheck> {
     let mut targets = Vec::new();
     for row in &table.rows {
@@ -160,11 +186,13 @@ pub async fn verify(
     let mut set = tokio::task::JoinSet::new();
     for (i, (plane, endpoint)) in targets.into_iter().enumerate() {
         let me = me.clone();
+        let relay = relays.iter().find(|(p, _)| *p == plane).map(|(_, up)| *up);
         set.spawn(async move {
-            let (ok, detail) = match plane {
-                Plane::Rest => check_rest(&me, &endpoint, rest_tls, timeout).await,
-                Plane::Tcp => check_tcp(&me, &endpoint, tcp_native, timeout).await,
-                Plane::Broker => reachable(&endpoint, timeout).await,
+            let (ok, detail) = match (plane, relay) {
+                (Plane::Rest, _) => check_rest(&me, &endpoint, rest_tls, timeout).await,
+                (Plane::Tcp, None) => check_tcp(&me, &endpoint, tcp_native, timeout).await,
+                (_, Some(up)) => relayed(&endpoint, up, timeout).await,
+                (Plane::Broker, None) => reachable(&endpoint, timeout).await,
             };
             (i, EndpointCheck { plane, endpoint, ok, detail })
         });

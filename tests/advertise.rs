@@ -80,7 +80,7 @@ fn restart_storm_with_a_new_pod_ip_each_time_leaves_one_policy_with_one_id() {
     assert_eq!(lines[0]["query"]["local_ip"], "query1.edge.example");
     let configs: Vec<Value> = all_lines(&ledger).into_iter().filter(|l| l.get("config").is_some()).collect();
     assert_eq!(configs.len(), 1, "one shared config policy: {configs:?}");
-    assert_eq!(configs[0]["config"]["name"], "query-acme-co-configs");
+    assert_eq!(configs[0]["config"]["name"], "query-acme_co-configs");
     assert_eq!(configs[0]["config"]["ip"], "!external_ip", "kept as a quoted literal");
 }
 
@@ -355,5 +355,5 @@ fn files_tell_the_node_to_bind_loopback_behind_the_relays_and_reply_with_the_adv
     assert_eq!(policy["operator"]["ip"], "203.0.113.7");
     let (_, body) = n.get("/v1/policy/config").unwrap();
     let config: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(config["config"]["name"], "operator-new-company-configs");
+    assert_eq!(config["config"]["name"], "operator-new_company-configs");
 }

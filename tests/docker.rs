@@ -338,18 +338,34 @@ fn compose_publishes_other_ports_and_netstrap_advertises_the_published_ones() {
 
     let addr = format!("127.0.0.1:{rest}");
     let deadline = Instant::now() + Duration::from_secs(60);
-    // Poll until netstrap has bound and rendered the policy.
-    let policy = loop {
-        match try_http_json(&addr, "/v1/policy") {
+    // The node declares itself (NETSTRAP_DECLARE=node): what netstrap advertises is the table
+    // and the inputs it writes for the node's main.al.
+    let network = loop {
+        match try_http_json(&addr, "/v1/network") {
             Ok(p) => break p,
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(250)),
-            Err(e) => panic!("no policy on the published REST port {addr} within 60 s: {e}"),
+            Err(e) => panic!("no answer on the published REST port {addr} within 60 s: {e}"),
         }
     };
-    let inner = &policy["policy"]["operator"];
-    assert_eq!(inner["ip"], "127.0.0.1", "{policy:#}");
-    assert_eq!(inner["local_ip"], "edge-1.example.test", "{policy:#}");
-    assert_eq!(inner["port"], tcp, "{policy:#}");
-    assert_eq!(inner["rest_port"], rest, "{policy:#}");
-    assert_eq!(inner["broker_port"], broker, "{policy:#}");
+    let rows = network["table"]["rows"].as_array().unwrap_or_else(|| panic!("{network:#}"));
+    for (plane, port) in [("tcp", tcp), ("rest", rest), ("broker", broker)] {
+        let row = rows.iter().find(|r| r["plane"] == plane).unwrap_or_else(|| panic!("{network:#}"));
+        assert_eq!(row["external_host"]["value"], "127.0.0.1", "{network:#}");
+        assert_eq!(row["external_port"]["value"], port, "{network:#}");
+    }
+    let ps = run(&mut compose(&["ps", "-q", "netstrap"]));
+    let id = String::from_utf8_lossy(&ps.stdout).trim().to_string();
+    let copied =
+        run(Command::new("docker").args(["cp", &format!("{id}:/var/lib/netstrap/netstrap.env"), "-"]));
+    assert!(copied.status.success(), "docker cp: {}", String::from_utf8_lossy(&copied.stderr));
+    let env = String::from_utf8_lossy(&copied.stdout).into_owned();
+    for want in [
+        "EXTERNAL_DNS=127.0.0.1".to_string(),
+        "DNS=edge-1.example.test".to_string(),
+        format!("ANYLOG_SERVER_PORT={tcp}"),
+        format!("ANYLOG_REST_PORT={rest}"),
+        format!("ANYLOG_BROKER_PORT={broker}"),
+    ] {
+        assert!(env.contains(&want), "{want} missing in netstrap.env (a tar stream):\n{env}");
+    }
 }

@@ -124,12 +124,77 @@ impl NodeFiles<'_> {
         expand(&t, &self.vars(), &NoVars).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
+    /// `netstrap.env` for a node that declares itself (`NETSTRAP_DECLARE=node`): the inputs
+    /// of EdgeLake's main.al that make its policy the advertised one and keep it the same
+    /// across restarts. `ENABLE_DNS` + `EXTERNAL_DNS` put the advertised host (a name or an
+    /// address) into `ip` and into the node's own TCP address, `DNS` puts the stable name into
+    /// `local_ip`, the advertised ports are the ports it binds and declares (netstrap relays
+    /// to them on loopback), and main.al's look-up (company, name, `ip`, `port`) finds the
+    /// same policy after every restart.
+    fn node_env(&self, put: &mut impl FnMut(&str, String)) {
+        let s = self.settings;
+        let d = self.discovery;
+        put("NODE_NAME", crate::policy::render::node_name(s, d));
+        let host = self.table.row(Plane::Tcp).map(|r| r.external_host.value.clone()).unwrap_or_default();
+        put("ENABLE_DNS", "true".into());
+        put("EXTERNAL_DNS", host);
+        put("DNS", d.stable_name.value.clone());
+        for row in &self.table.rows {
+            let (var, bind) = match row.plane {
+                Plane::Tcp => ("ANYLOG_SERVER_PORT", "TCP_BIND"),
+                Plane::Rest => ("ANYLOG_REST_PORT", "REST_BIND"),
+                Plane::Broker => ("ANYLOG_BROKER_PORT", "BROKER_BIND"),
+            };
+            put(var, row.external_port.value.to_string());
+            // All interfaces: netstrap's relay dials the node on loopback.
+            put(bind, "false".into());
+        }
+        put("LEDGER_CONN", self.table.ledger_conn.value.clone());
+    }
+
     /// `netstrap.env`.
     pub fn env(&self) -> String {
         let s = self.settings;
         let d = self.discovery;
         let mut kv: Vec<(String, String)> = Vec::new();
         let mut put = |k: &str, v: String| kv.push((k.to_string(), v));
+        if s.declare.value == crate::config::Declarer::Node {
+            self.node_env(&mut put);
+        } else {
+            self.netstrap_env(&mut put);
+        }
+        put("NETSTRAP_STABLE_NAME", d.stable_name.value.clone());
+        // Only an address that reaches this node from outside (never the pod IP).
+        if crate::policy::render::advertises_external(d) {
+            put("NETSTRAP_EXTERNAL_HOST", d.external.value.host.clone());
+        }
+        for row in &self.table.rows {
+            let p = crate::report::json_name(&row.plane).to_uppercase();
+            put(
+                &format!("NETSTRAP_{p}_ADVERTISED"),
+                crate::table::host_port(&row.external_host.value, row.external_port.value),
+            );
+            put(
+                &format!("NETSTRAP_{p}_CLUSTER"),
+                crate::table::host_port(&row.cluster_host.value, row.cluster_port.value),
+            );
+        }
+        if let Some(id) = self.policy_id {
+            put("NETSTRAP_POLICY_ID", id.to_string());
+        }
+        let mut out = String::from(
+            "# Rendered by netstrap; do not edit (rewritten when an advertised value changes)\n",
+        );
+        for (k, v) in kv {
+            out.push_str(&format!("{k}={}\n", env_value(&v)));
+        }
+        out
+    }
+
+    /// `netstrap.env` for a node netstrap declares for (`NETSTRAP_DECLARE=netstrap`).
+    fn netstrap_env(&self, put: &mut impl FnMut(&str, String)) {
+        let s = self.settings;
+        let d = self.discovery;
         put("NODE_TYPE", s.node_type.value.name().into());
         put("NODE_NAME", field(self.node_policy, "name").unwrap_or_default());
         put("COMPANY_NAME", s.company_name.clone());
@@ -156,29 +221,6 @@ impl NodeFiles<'_> {
             put(bind, "false".into());
         }
         put("LEDGER_CONN", self.table.ledger_conn.value.clone());
-        put("NETSTRAP_STABLE_NAME", d.stable_name.value.clone());
-        put("NETSTRAP_EXTERNAL_HOST", d.external.value.host.clone());
-        for row in &self.table.rows {
-            let p = crate::report::json_name(&row.plane).to_uppercase();
-            put(
-                &format!("NETSTRAP_{p}_ADVERTISED"),
-                crate::table::host_port(&row.external_host.value, row.external_port.value),
-            );
-            put(
-                &format!("NETSTRAP_{p}_CLUSTER"),
-                crate::table::host_port(&row.cluster_host.value, row.cluster_port.value),
-            );
-        }
-        if let Some(id) = self.policy_id {
-            put("NETSTRAP_POLICY_ID", id.to_string());
-        }
-        let mut out = String::from(
-            "# Rendered by netstrap; do not edit (rewritten when an advertised value changes)\n",
-        );
-        for (k, v) in kv {
-            out.push_str(&format!("{k}={}\n", env_value(&v)));
-        }
-        out
     }
 
     /// Write every file into `dir`, each atomically.
@@ -210,4 +252,14 @@ fn env_value(v: &str) -> String {
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/' | ',' | '[' | ']'));
     if plain { v.to_string() } else { format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")) }
+}
+
+/// The TCP address the last `netstrap.env` in `dir` advertised (`NETSTRAP_TCP_ADVERTISED`).
+pub fn previous_advertised(dir: &Path) -> Option<super::node::Expected> {
+    let text = std::fs::read_to_string(dir.join("netstrap.env")).ok()?;
+    let value = text.lines().find_map(|l| l.strip_prefix("NETSTRAP_TCP_ADVERTISED="))?;
+    let value = value.trim().trim_matches('"');
+    let (host, port) = value.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    Some(super::node::Expected { host, port: port.parse().ok()? })
 }

@@ -3,6 +3,7 @@
 //! jitter while the node keeps serving — then watch for changes of what is advertised.
 
 pub mod files;
+pub mod node;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::{NodeType, Settings, VerifyMode};
+use crate::config::{Declarer, NodeType, Settings, VerifyMode};
 use crate::discover::{Discovery, discover};
 use crate::health::{Check, Health};
 use crate::planes::{NodeSnapshot, Shutdown};
@@ -59,6 +60,9 @@ pub struct Advertiser {
     pub health: Health,
     pub snapshot: watch::Sender<Arc<NodeSnapshot>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `NETSTRAP_DECLARE=node`: the node's REST server (through which netstrap reads the
+    /// registry the node syncs and asks the node how it runs).
+    pub node: Option<crate::registry::anylog::AnylogClient>,
 }
 
 /// What one advertise step found.
@@ -67,12 +71,21 @@ enum Step {
     Done,
     /// The registry could not be reached or refused: retry with backoff.
     Retry,
+    /// Waiting for the node (to start, to declare itself): look again soon.
+    Pending,
 }
 
 impl Advertiser {
     /// Register the readiness checks this stage owns, before the planes report ready.
     pub fn register_checks(&self, d: &Discovery) {
-        if !matches!(self.registry, Registry::None) {
+        if self.settings.declare.value == Declarer::Node {
+            if !matches!(self.registry, Registry::None) {
+                self.health.register(CHECK_POLICY, "waiting for the node to declare its policy");
+            }
+            if self.node.is_some() {
+                self.health.register(node::CHECK_NODE, "waiting for the node to answer on its REST server");
+            }
+        } else if !matches!(self.registry, Registry::None) {
             self.health.register(CHECK_POLICY, "declaring the node policy");
         }
         self.health.register(CHECK_FILES, "writing the node's files");
@@ -112,8 +125,14 @@ impl Advertiser {
         // Once the stable name has resolved, a later DNS failure is a warning, not a readiness
         // failure: a cluster-DNS blip must not pull every pod out of its Service at once.
         let mut dns_resolved = discovery.resolution.as_ref().is_some_and(|r| r.error.is_none());
+        // What the node was last given (its policy until it restarts with new values).
+        let previous = files::previous_advertised(&self.settings.state_dir);
         loop {
-            let step = self.step(&discovery, &table, &mut declared).await;
+            let step = if self.settings.declare.value == Declarer::Node {
+                self.step_node(&discovery, &table, previous.as_ref()).await
+            } else {
+                self.step(&discovery, &table, &mut declared).await
+            };
             if self.settings.verify != VerifyMode::Off {
                 last_verified = self.verify(&table, last_verified).await;
             }
@@ -121,6 +140,7 @@ impl Advertiser {
             let dns_pending = discovery.resolution.as_ref().is_some_and(|r| r.error.is_some());
             let wait = match step {
                 Step::Retry => backoff.next_delay(),
+                Step::Pending => Duration::from_secs(2).min(self.settings.watch_interval),
                 Step::Done => {
                     backoff.reset();
                     // While the stable name does not resolve, look again soon.
@@ -180,7 +200,18 @@ impl Advertiser {
         let me = self.snapshot.borrow().identity.clone();
         let native = self.settings.tcp_mode.value == crate::config::TcpMode::Native;
         let rest_tls = self.settings.tls.as_ref().is_some_and(|t| t.rest);
-        let checks = crate::verify::verify(table, &me, native, rest_tls, self.settings.source_timeout).await;
+        let s = &self.settings;
+        let relays: Vec<(crate::table::Plane, std::net::SocketAddr)> = [
+            (crate::table::Plane::Tcp, s.tcp_upstream.filter(|_| !native)),
+            (
+                crate::table::Plane::Broker,
+                s.broker_upstream.filter(|_| s.broker_mode.value == crate::config::BrokerMode::Relay),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(p, up)| up.map(|u| (p, u)))
+        .collect();
+        let checks = crate::verify::verify(table, &me, native, rest_tls, s.source_timeout, &relays).await;
         for c in &checks {
             let label = crate::metrics::EndpointLabel {
                 plane: crate::report::json_name(&c.plane),
@@ -214,6 +245,118 @@ impl Advertiser {
             *s = Arc::new(next);
         });
         checks
+    }
+
+    /// `NETSTRAP_DECLARE=node`: write the node's files (first: the node waits for them), then
+    /// check its policy in the registry, remove stale copies, and ask the node how it runs.
+    async fn step_node(
+        &self,
+        d: &Discovery,
+        table: &ConnectionTable,
+        previous: Option<&node::Expected>,
+    ) -> Step {
+        let current = self.snapshot.borrow().policy.clone().unwrap_or(Value::Null);
+        let current_id = node::policy_id(&current);
+        let files = NodeFiles {
+            settings: &self.settings,
+            discovery: d,
+            table,
+            node_policy: &current,
+            config_policy: &Value::Null,
+            policy_id: current_id.as_deref(),
+        };
+        if let Err(e) = files.write(&self.settings.state_dir) {
+            let why = format!(
+                "cannot write the node's files in {}: {e}; the previous files are intact",
+                self.settings.state_dir.display()
+            );
+            warn!("{why}");
+            self.health.set(CHECK_FILES, Check::Pending(why));
+            return Step::Retry;
+        }
+        self.health.ok(CHECK_FILES);
+        self.snapshot.send_modify(|s| {
+            let mut next = NodeSnapshot::clone(s);
+            next.table = serde_json::to_value(table).unwrap_or_default();
+            next.discovery = serde_json::to_value(d).unwrap_or_default();
+            *s = Arc::new(next);
+        });
+        let mut settled = true;
+        if let Some(client) = &self.node {
+            let st = node::status(client, self.settings.node_type.value, table).await;
+            if st.problems.is_empty() {
+                self.health.ok(node::CHECK_NODE);
+            } else {
+                settled = false;
+                self.health.set(node::CHECK_NODE, Check::Pending(st.problems.join("; ")));
+            }
+            let json = serde_json::to_value(&st).unwrap_or_default();
+            self.snapshot.send_modify(|s| {
+                let mut next = NodeSnapshot::clone(s);
+                next.node = Some(json);
+                *s = Arc::new(next);
+            });
+        }
+        if matches!(self.registry, Registry::None) {
+            return if settled { Step::Done } else { Step::Pending };
+        }
+        let Some(expected) = node::Expected::from_table(table) else { return Step::Done };
+        let s = &self.settings;
+        let name = crate::policy::render::node_name(s, d);
+        let found = match self.registry.find(s.node_type.value.policy_type(), &s.company_name, &name).await {
+            Ok(p) => node::Found::split(p, &expected),
+            Err(e) => {
+                self.health.set(CHECK_POLICY, Check::Pending(format!("registry: {e}")));
+                return Step::Pending;
+            }
+        };
+        let removable = found.removable(previous);
+        if !removable.is_empty() {
+            for p in
+                found.stale.iter().filter(|p| node::policy_id(p).is_some_and(|id| removable.contains(&id)))
+            {
+                warn!(policy = %p, "removing a stale policy of this node (not its advertised address)");
+            }
+            if let Err(e) = self.registry.replace(&removable, None).await {
+                warn!("cannot remove stale policies {removable:?}: {e}; retrying");
+            }
+        }
+        let declared = serde_json::json!({
+            "by": "node",
+            "expected": expected,
+            "current": found.current,
+            "stale": found.stale,
+        });
+        match &found.current {
+            Some(_) => self.health.ok(CHECK_POLICY),
+            None => {
+                settled = false;
+                let why = if found.stale.is_empty() {
+                    format!(
+                        "the node has not declared {name} yet (expected ip {} port {})",
+                        expected.host, expected.port
+                    )
+                } else {
+                    format!(
+                        "the registry has {} polic{} of {name} with other addresses; waiting for the node to \
+                         declare ip {} port {}",
+                        found.stale.len(),
+                        if found.stale.len() == 1 { "y" } else { "ies" },
+                        expected.host,
+                        expected.port
+                    )
+                };
+                self.health.set(CHECK_POLICY, Check::Pending(why));
+            }
+        }
+        self.snapshot.send_modify(|snap| {
+            let mut next = NodeSnapshot::clone(snap);
+            next.identity.policy_id = found.current.as_ref().and_then(node::policy_id);
+            next.policy = found.current.clone();
+            next.declared = Some(declared);
+            *snap = Arc::new(next);
+        });
+        if settled && removable.is_empty() { Step::Done } else { Step::Pending }
     }
 
     /// Render, write the files, declare what changed. `declared` holds the node and config

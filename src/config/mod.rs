@@ -145,11 +145,32 @@ pub struct TlsSettings {
     pub broker: bool,
 }
 
+/// Who declares the node policy (`NETSTRAP_DECLARE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Declarer {
+    /// netstrap renders and declares the node policy (a node without its own scripts).
+    Netstrap,
+    /// The node declares it with its own scripts (EdgeLake's main.al); netstrap gives them
+    /// stable inputs in `netstrap.env`, relays to the node's own listeners, checks the
+    /// registry and removes stale copies of the node's policy (docs/edgelake.md).
+    Node,
+}
+
+/// The variable a plane's listening port came from, for error messages.
+fn listen_key(p: &PlaneSettings, own: &'static str, node: &'static str) -> &'static str {
+    if p.port.as_ref().is_some_and(|f| f.why.source.contains(own)) { own } else { node }
+}
+
 /// Per-plane settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlaneSettings {
-    /// Internal (listening) port; `None` only for a broker that is off.
+    /// netstrap's listening port (`NETSTRAP_*_PORT`, else the node's port); `None` only for a
+    /// broker that is off.
     pub port: Option<Found<u16>>,
+    /// The node's own port (`ANYLOG_*_PORT`): what is advertised when nothing says otherwise
+    /// (no Service, no `NETSTRAP_*_EXTERNAL_PORT`).
+    pub node_port: Option<Found<u16>>,
     pub bind: Found<bool>,
     pub threads: Found<u16>,
     pub external_port: Option<Found<u16>>,
@@ -224,6 +245,7 @@ pub struct Settings {
     pub ready_upstream: bool,
 
     pub ledger: Option<String>,
+    pub declare: Found<Declarer>,
     pub verify: VerifyMode,
     pub state_dir: PathBuf,
     pub watch_interval: Duration,
@@ -457,26 +479,41 @@ impl Settings {
             let p = nt.rest_port();
             Found::new(p, by_type(p))
         });
-        let broker_port = r.port("ANYLOG_BROKER_PORT");
+        let node_broker_port = r.port("ANYLOG_BROKER_PORT");
+        // netstrap's own listeners default to the node's ports; behind a node that binds its
+        // own (NETSTRAP_DECLARE=node) they must differ (checked once the ports are known).
+        let own = |r: &mut Reader, key: &str, node: Option<Found<u16>>| r.port(key).or(node);
+        let tcp_listen = own(&mut r, "NETSTRAP_TCP_PORT", Some(tcp_port.clone()));
+        let rest_listen = own(&mut r, "NETSTRAP_REST_PORT", Some(rest_port.clone()));
+        let broker_port = own(&mut r, "NETSTRAP_BROKER_PORT", node_broker_port.clone());
 
         let tcp = PlaneSettings {
-            port: Some(tcp_port.clone()),
+            port: tcp_listen,
+            node_port: Some(tcp_port.clone()),
             bind: r.bool("TCP_BIND", false),
             threads: r.threads("TCP_THREADS"),
             external_port: r.port("NETSTRAP_TCP_EXTERNAL_PORT"),
         };
         let rest = PlaneSettings {
-            port: Some(rest_port),
+            port: rest_listen,
+            node_port: Some(rest_port),
             bind: r.bool("REST_BIND", false),
             threads: r.threads("REST_THREADS"),
             external_port: r.port("NETSTRAP_REST_EXTERNAL_PORT"),
         };
         let broker = PlaneSettings {
             port: broker_port.clone(),
+            node_port: node_broker_port.or(broker_port.clone()),
             bind: r.bool("BROKER_BIND", false),
             threads: r.threads("BROKER_THREADS"),
             external_port: r.port("NETSTRAP_BROKER_EXTERNAL_PORT"),
         };
+        let declare = r
+            .choice("NETSTRAP_DECLARE", &[("netstrap", Declarer::Netstrap), ("node", Declarer::Node)])
+            .unwrap_or_else(|| {
+                Found::new(Declarer::Netstrap, Provenance::new("default NETSTRAP_DECLARE=netstrap"))
+            });
+        let node_declares = declare.value == Declarer::Node;
 
         let rest_timeout = r
             .parse("REST_TIMEOUT", "whole seconds; 0 or negative = no limit", |s| {
@@ -609,6 +646,10 @@ impl Settings {
             .choice("NETSTRAP_TCP_MODE", &[("native", TcpMode::Native), ("relay", TcpMode::Relay)])
             .unwrap_or_else(|| match tcp_upstream {
                 Some(_) => Found::new(TcpMode::Relay, Provenance::new("NETSTRAP_TCP_UPSTREAM is set")),
+                None if node_declares => Found::new(
+                    TcpMode::Relay,
+                    Provenance::new("NETSTRAP_DECLARE=node: relay to the node's own TCP server"),
+                ),
                 None => Found::new(TcpMode::Native, Provenance::new("no NETSTRAP_TCP_UPSTREAM")),
             });
         let broker_upstream = r.socket("NETSTRAP_BROKER_UPSTREAM");
@@ -622,6 +663,10 @@ impl Settings {
                 (Some(_), Some(_)) => {
                     Found::new(BrokerMode::Relay, Provenance::new("NETSTRAP_BROKER_UPSTREAM is set"))
                 }
+                (Some(_), None) if node_declares => Found::new(
+                    BrokerMode::Relay,
+                    Provenance::new("NETSTRAP_DECLARE=node: relay to the node's own message broker"),
+                ),
                 (Some(_), None) => {
                     Found::new(BrokerMode::Embedded, Provenance::new("ANYLOG_BROKER_PORT is set"))
                 }
@@ -741,12 +786,13 @@ impl Settings {
             tcp_mode,
             tcp_upstream,
             tcp_proxy_protocol: r.bool("NETSTRAP_TCP_PROXY_PROTOCOL", false).value,
-            ready_upstream: r.bool("NETSTRAP_READY_UPSTREAM", false).value,
+            ready_upstream: r.bool("NETSTRAP_READY_UPSTREAM", node_declares).value,
             rest_upstream: r.socket("NETSTRAP_REST_UPSTREAM"),
             broker_mode,
             broker_upstream,
             broker_backlog,
             ledger: r.string("NETSTRAP_LEDGER").map(|f| f.value),
+            declare,
             verify: r
                 .choice(
                     "NETSTRAP_VERIFY",
@@ -807,7 +853,10 @@ impl Settings {
                 accepted: accepted.into(),
             })
         };
-        if self.tcp_mode.value == TcpMode::Relay && self.tcp_upstream.is_none() {
+        // Behind a node that declares itself the upstreams default to its advertised ports
+        // (filled in once discovery knows them: `Settings::node_upstreams`).
+        let node = self.declare.value == Declarer::Node;
+        if self.tcp_mode.value == TcpMode::Relay && self.tcp_upstream.is_none() && !node {
             invalid(
                 "NETSTRAP_TCP_MODE",
                 "relay",
@@ -815,7 +864,7 @@ impl Settings {
                 "set NETSTRAP_TCP_UPSTREAM=ip:port, or use native",
             );
         }
-        if self.broker_mode.value == BrokerMode::Relay && self.broker_upstream.is_none() {
+        if self.broker_mode.value == BrokerMode::Relay && self.broker_upstream.is_none() && !node {
             invalid(
                 "NETSTRAP_BROKER_MODE",
                 "relay",
@@ -832,10 +881,10 @@ impl Settings {
             );
         }
         let ports = [
-            ("ANYLOG_SERVER_PORT", self.tcp.port.as_ref()),
-            ("ANYLOG_REST_PORT", self.rest.port.as_ref()),
+            (listen_key(&self.tcp, "NETSTRAP_TCP_PORT", "ANYLOG_SERVER_PORT"), self.tcp.port.as_ref()),
+            (listen_key(&self.rest, "NETSTRAP_REST_PORT", "ANYLOG_REST_PORT"), self.rest.port.as_ref()),
             (
-                "ANYLOG_BROKER_PORT",
+                listen_key(&self.broker, "NETSTRAP_BROKER_PORT", "ANYLOG_BROKER_PORT"),
                 self.broker.port.as_ref().filter(|_| self.broker_mode.value != BrokerMode::Off),
             ),
         ];

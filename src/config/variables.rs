@@ -137,6 +137,26 @@ pub const NETSTRAP: &[Variable] = &[
         "false",
         "readiness also requires every upstream (relay or REST proxy target) to accept a connection",
     ),
+    v(
+        "NETSTRAP_DECLARE",
+        "netstrap",
+        "who declares the node policy: netstrap (renders and declares it) or node (the node's own \
+         scripts, e.g. EdgeLake's main.al, declare it with the stable inputs netstrap writes to \
+         netstrap.env; netstrap relays to the node's advertised ports on loopback, checks the \
+         registry and removes stale copies; docs/edgelake.md)",
+    ),
+    v(
+        "NETSTRAP_TCP_PORT",
+        "ANYLOG_SERVER_PORT",
+        "netstrap's own TCP listening port (the Service's targetPort); with NETSTRAP_DECLARE=node it \
+         must differ from the advertised port, which the node binds itself",
+    ),
+    v("NETSTRAP_REST_PORT", "ANYLOG_REST_PORT", "netstrap's own REST listening port, as NETSTRAP_TCP_PORT"),
+    v(
+        "NETSTRAP_BROKER_PORT",
+        "ANYLOG_BROKER_PORT",
+        "netstrap's own broker listening port, as NETSTRAP_TCP_PORT",
+    ),
     v("NETSTRAP_BROKER_MODE", "embedded when ANYLOG_BROKER_PORT is set", "embedded, relay or off"),
     v("NETSTRAP_BROKER_UPSTREAM", "unset", "co-located broker address for relay mode"),
     v(

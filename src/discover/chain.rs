@@ -88,6 +88,8 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
         warnings.push(format!("the stable name {} does not resolve yet: {e}", stable_name.value));
     }
 
+    let ledger = ledger_resolution(settings, &facts.names, &mut warnings).await;
+
     let src = external.value.source;
     let tcp = kube.exposed("NETSTRAP_TCP_EXTERNAL_PORT", PORT_NAMES_TCP, &settings.tcp, src);
     let rest = kube.exposed("NETSTRAP_REST_EXTERNAL_PORT", PORT_NAMES_REST, &settings.rest, src);
@@ -112,6 +114,7 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
         candidates,
         stable_name,
         resolution,
+        ledger,
         service: kube.service.as_ref().ok().cloned(),
         tcp,
         rest,
@@ -249,4 +252,38 @@ async fn other_step(
         }
         ExternalStep::Fallback => Err(SourceError::NotConfigured("the last resort".into())),
     }
+}
+
+/// Words EdgeLake reads as a blockchain query when a destination's text holds them
+/// (`member_cmd.get_command_ip_port`).
+pub const MISREAD_WORDS: [&str; 4] = ["master", "operator", "query", "publisher"];
+
+/// Resolve the host of `LEDGER_CONN` when it is a name (a 127.0.0.1 value is recomputed from
+/// the stable name, resolved above). A name EdgeLake would misread that cannot be resolved is
+/// a warning: the node could not reach its master by it.
+async fn ledger_resolution(
+    settings: &Settings,
+    names: &NameFacts,
+    warnings: &mut Vec<String>,
+) -> Option<crate::discover::LedgerResolution> {
+    let given = settings.ledger_conn.value.trim();
+    if given.starts_with("127.0.0.1") {
+        return None;
+    }
+    let (host, port) = given.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let (name, resolution) = super::name::resolution_searched(settings, names, host).await?;
+    let misread = MISREAD_WORDS.iter().find(|w| host.to_ascii_lowercase().contains(*w));
+    if let Some(e) = &resolution.error {
+        match misread {
+            Some(w) => warnings.push(format!(
+                "LEDGER_CONN={given}: {host} does not resolve ({e}), and EdgeLake reads a destination holding \
+                 `{w}` as a blockchain query, so the node cannot use the name itself: the master is unreachable \
+                 until it resolves"
+            )),
+            None => warnings.push(format!("LEDGER_CONN={given}: {host} does not resolve yet ({e})")),
+        }
+    }
+    Some(crate::discover::LedgerResolution { given: given.to_string(), port, name, resolution })
 }

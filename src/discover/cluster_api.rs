@@ -148,8 +148,16 @@ impl KubeContext {
         external: ExternalIpSource,
     ) -> ExposedPort {
         let internal = s.port.as_ref().map(|p| p.value).unwrap_or(0);
-        let same =
-            |what: String| Found::new(internal, Provenance::new(format!("the internal port ({what})")));
+        // Without a Service port, peers get the node's own port (ANYLOG_*_PORT), which is
+        // netstrap's listening port unless NETSTRAP_*_PORT moved it.
+        let node = s.node_port.as_ref().map(|p| p.value).unwrap_or(internal);
+        let same = |what: String| {
+            if node == internal {
+                Found::new(internal, Provenance::new(format!("the internal port ({what})")))
+            } else {
+                Found::new(node, Provenance::new(format!("the node's port ({what})")))
+            }
+        };
         let sp = self.service.as_ref().ok().and_then(|f| f.port_for(internal, port_names).map(|p| (f, p)));
         let cluster = match sp {
             Some((f, p)) => Found::new(

@@ -66,6 +66,17 @@ pub struct ExposedPort {
     pub external: Found<u16>,
 }
 
+/// `LEDGER_CONN`'s host, resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LedgerResolution {
+    /// The name as given and the port.
+    pub given: String,
+    pub port: u16,
+    /// The name that was looked up (after the search list).
+    pub name: String,
+    pub resolution: Resolution,
+}
+
 /// Where the stable name resolves to, as the cluster resolver answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Resolution {
@@ -95,6 +106,11 @@ pub struct Discovery {
     /// This node's Service as the Kubernetes API described it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<kubernetes::ServiceFacts>,
+    /// The master's address as given in `LEDGER_CONN`, resolved when it is a name (EdgeLake
+    /// reads a destination whose text holds `master`, `operator`, `query` or `publisher` as a
+    /// blockchain query, so the node is given the address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<LedgerResolution>,
     pub tcp: ExposedPort,
     pub rest: ExposedPort,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -157,3 +157,32 @@ pub async fn resolution(settings: &Settings, facts: &NameFacts, name: &str) -> O
         Err(e) => Resolution { addresses: Vec::new(), error: Some(e.to_string()) },
     })
 }
+
+/// Resolve a name the way the node's resolver would: a name with fewer dots than `ndots`
+/// (`edgelake-master`) is tried with each search domain first (`edgelake-master.<ns>.svc.
+/// cluster.local`, ...), then as given. The first name that has addresses wins; the error
+/// of the last attempt otherwise. `None` when `name` is an IP address.
+pub async fn resolution_searched(
+    settings: &Settings,
+    facts: &NameFacts,
+    name: &str,
+) -> Option<(String, Resolution)> {
+    if name.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    let rc = facts.resolv_conf.clone().unwrap_or_default();
+    let dots = name.trim_end_matches('.').matches('.').count();
+    let mut candidates: Vec<String> = Vec::new();
+    if !name.ends_with('.') && dots < usize::from(rc.ndots) {
+        candidates.extend(rc.search.iter().map(|d| format!("{name}.{d}")));
+    }
+    candidates.push(name.trim_end_matches('.').to_string());
+    let mut last = None;
+    for candidate in candidates {
+        match resolution(settings, facts, &candidate).await {
+            Some(r) if r.error.is_none() && !r.addresses.is_empty() => return Some((candidate, r)),
+            other => last = other.map(|r| (candidate, r)),
+        }
+    }
+    last
+}

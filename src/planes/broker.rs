@@ -223,6 +223,10 @@ pub async fn serve_relay(
     serve_relay_tls(listener, upstream, None, metrics, shutdown).await
 }
 
+/// One line per 10 s while the node's broker refuses (the readiness ping alone dials it every
+/// 100 ms), with a count of the connections not logged.
+static RELAY_DOWN: crate::logging::Throttle = crate::logging::Throttle::new(Duration::from_secs(10));
+
 /// [`serve_relay`], terminating TLS with `tls` when given (the node's broker gets plaintext).
 pub async fn serve_relay_tls(
     listener: TcpListener,
@@ -248,7 +252,10 @@ pub async fn serve_relay_tls(
             let server = match connect(upstream).await {
                 Ok(s) => s,
                 Err(e) => {
-                    return warn!(%peer, "broker relay: cannot reach the node's broker at {upstream}: {e}");
+                    if let Some(more) = RELAY_DOWN.allow() {
+                        warn!(%peer, suppressed = more, "broker relay: cannot reach the node's broker at {upstream}: {e}");
+                    }
+                    return;
                 }
             };
             if let Err(e) = client.splice(server, &metrics, None, &shutdown).await {

@@ -46,6 +46,8 @@ pub struct NodeSnapshot {
     pub verification: serde_json::Value,
     /// The last reachability check of the registry's nodes (JSON list of `PeerReport`).
     pub peers: serde_json::Value,
+    /// `NETSTRAP_DECLARE=node`: how the node reports itself (JSON of `NodeStatus`).
+    pub node: Option<serde_json::Value>,
 }
 
 /// The current snapshot, readable from any plane.

@@ -100,15 +100,17 @@ pub fn node_policy(
     Ok(json!({ settings.node_type.value.policy_type(): Value::Object(p) }))
 }
 
-/// EdgeLake's default config policy name: `<node_type>-<company>-configs`, with
-/// `-configs-broker` when a broker port is set; lower-case, spaces as dashes.
+/// EdgeLake's default config policy name (set_params.al: `!node_type.name + - +
+/// !company_name.name + -configs`, `-configs-broker` when `ANYLOG_BROKER_PORT` is set), where
+/// `.name` is lower-case with spaces as `_`, and `node_type` is the policy type
+/// (master-operator → operator): `operator-new_company-configs`.
 pub fn config_name(settings: &Settings) -> String {
     if let Some(n) = &settings.config_name {
         return n.clone();
     }
-    let company = settings.company_name.to_lowercase().replace(' ', "-");
-    let suffix = if settings.broker.port.is_some() { "configs-broker" } else { "configs" };
-    format!("{}-{company}-{suffix}", settings.node_type.value.name())
+    let company = settings.company_name.to_lowercase().replace(' ', "_");
+    let suffix = if settings.broker.node_port.is_some() { "configs-broker" } else { "configs" };
+    format!("{}-{company}-{suffix}", settings.node_type.value.policy_type())
 }
 
 /// The config policy: shared by every node of a type, so every address and port is a quoted

@@ -244,6 +244,17 @@ impl AnylogClient {
         }
     }
 
+    /// Any read-only command whose reply is one JSON value (`get processes where
+    /// format=json`, `get connections where format=json`).
+    pub async fn get_json(&self, command: &str) -> Result<Value, AnylogError> {
+        let reply = self.send(Method::GET, command, Bytes::new()).await?;
+        if !reply.status.is_success() {
+            return Err(refused(command, &reply));
+        }
+        serde_json::from_slice(&reply.body)
+            .map_err(|e| AnylogError::BadReply(format!("`{command}` did not return JSON: {e}")))
+    }
+
     async fn get_command(&self, command: &str) -> Result<Vec<Value>, AnylogError> {
         let reply = self.send(Method::GET, command, Bytes::new()).await?;
         get_reply(command, reply)

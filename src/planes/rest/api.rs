@@ -103,6 +103,9 @@ async fn network(State(s): State<RestState>) -> Json<serde_json::Value> {
         "discovery": snap.discovery,
         "readiness": s.health.readiness(&[]),
         "verification": snap.verification,
+        // NETSTRAP_DECLARE=node: the node's own report and its policy in the registry.
+        "node": snap.node,
+        "declared": snap.declared,
         "tls": match &s.tls {
             Some(tls) => tls.status(&snap.table),
             None => json!({"enabled": false}),

@@ -88,20 +88,31 @@ pub async fn serve_relay(
     .await;
 }
 
+/// One line per 10 s while the node refuses (it restarts, or is not up yet), with a count.
+static UPSTREAM_DOWN: crate::logging::Throttle =
+    crate::logging::Throttle::new(std::time::Duration::from_secs(10));
+
 async fn relay(client: TcpStream, peer: SocketAddr, opts: &RelayOptions, metrics: &Metrics) {
     let _open = metrics.connection(Plane::Tcp);
     let upstream = opts.upstream;
     let mut server = match within(opts.connect_timeout, TcpStream::connect(upstream)).await {
         Some(Ok(server)) => server,
         Some(Err(e)) => {
-            return warn!(%peer, "tcp relay: cannot reach the node's TCP server at {upstream}: {e}; closing the client connection");
+            if let Some(more) = UPSTREAM_DOWN.allow() {
+                warn!(%peer, suppressed = more, "tcp relay: cannot reach the node's TCP server at {upstream}: {e}; closing the client connection");
+            }
+            return;
         }
         None => {
-            return warn!(
-                %peer,
-                "tcp relay: the node's TCP server at {upstream} did not accept within {:?}; closing the client connection",
-                opts.connect_timeout
-            );
+            if let Some(more) = UPSTREAM_DOWN.allow() {
+                warn!(
+                    %peer,
+                    suppressed = more,
+                    "tcp relay: the node's TCP server at {upstream} did not accept within {:?}; closing the client connection",
+                    opts.connect_timeout
+                );
+            }
+            return;
         }
     };
     // Peer messages are often small request/response exchanges: do not add Nagle delays.
