@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dns_server;
+pub mod edgelake;
 pub mod fake_edgelake;
 pub mod fake_kube;
 pub mod netns;
