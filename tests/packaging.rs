@@ -123,10 +123,6 @@ fn config<'a>(docs: &'a [Value], map: &str, key: &str) -> Option<&'a str> {
     find(docs, "ConfigMap").into_iter().find(|c| c["metadata"]["name"] == map)?["data"][key].as_str()
 }
 
-fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {addr}"))
-}
-
 #[test]
 fn every_overlay_renders_and_validates_against_the_kubernetes_schemas() {
     let all = need!(rendered());
@@ -235,12 +231,14 @@ fn netstrap_is_a_native_sidecar_with_the_downward_api_and_probes_on_its_endpoint
             assert_eq!(probe(p)["port"], "rest", "{overlay}: {p} is not on the rest port");
             assert!(sidecar[p]["timeoutSeconds"].as_u64().unwrap_or(1) <= 5, "{overlay}: {p}");
         }
-        // Container ports named as netstrap matches targetPorts, numbered as EdgeLake's config.
+        // Container ports named as netstrap matches targetPorts, numbered as netstrap's own
+        // listeners (the node binds the advertised ports itself: docs/edgelake.md).
         let refs: Vec<&str> =
             arr(&sidecar["envFrom"]).iter().filter_map(|e| e["configMapRef"]["name"].as_str()).collect();
         let setting = |key: &str| refs.iter().find_map(|m| config(&r.docs, m, key));
+        assert_eq!(setting("NETSTRAP_DECLARE"), Some("node"), "{overlay}: the node declares itself");
         for (name, var) in
-            [("tcp", "ANYLOG_SERVER_PORT"), ("rest", "ANYLOG_REST_PORT"), ("broker", "ANYLOG_BROKER_PORT")]
+            [("tcp", "NETSTRAP_TCP_PORT"), ("rest", "NETSTRAP_REST_PORT"), ("broker", "NETSTRAP_BROKER_PORT")]
         {
             let port = named(&sidecar["ports"], name).unwrap_or_else(|| panic!("{overlay}: no port {name}"));
             assert_eq!(
@@ -250,20 +248,20 @@ fn netstrap_is_a_native_sidecar_with_the_downward_api_and_probes_on_its_endpoint
             );
         }
         assert_eq!(setting("NODE_TYPE"), Some("operator"), "{overlay}: EdgeLake variables reach netstrap");
-        // The node behind netstrap: on loopback, on other ports, probed where it listens.
+        // The node behind netstrap: started by edgelake-start.sh (netstrap.env first), on the
+        // advertised ports netstrap relays to (no fixed upstream: a nodePort is discovered),
+        // probed where it listens.
         let node =
             named(&pod["containers"], "node").unwrap_or_else(|| panic!("{overlay}: no node container"));
-        let rest_upstream = setting("NETSTRAP_REST_UPSTREAM").expect("NETSTRAP_REST_UPSTREAM");
         for var in ["NETSTRAP_TCP_UPSTREAM", "NETSTRAP_REST_UPSTREAM", "NETSTRAP_BROKER_UPSTREAM"] {
-            let up = setting(var).unwrap_or_else(|| panic!("{overlay}: no {var}"));
-            assert!(up.starts_with("127.0.0.1:"), "{overlay}: {var}={up}");
-            assert!(
-                arr(&sidecar["ports"]).iter().all(|p| p["containerPort"] != port_of(up)),
-                "{overlay}: {var}"
-            );
+            assert_eq!(setting(var), None, "{overlay}: {var} is derived from the advertised port");
         }
+        assert!(node["command"].to_string().contains("edgelake-start.sh"), "{overlay}: {}", node["command"]);
         let node_probe = node["readinessProbe"]["exec"]["command"].to_string();
-        assert!(node_probe.contains(&format!("//{rest_upstream}/")), "{overlay}: node probe {node_probe}");
+        assert!(
+            node_probe.contains("netstrap.env") && node_probe.contains("$ANYLOG_REST_PORT"),
+            "{overlay}: node probe {node_probe}"
+        );
     }
 }
 
@@ -382,8 +380,9 @@ fn each_overlay_exposes_the_node_its_way() {
             let port =
                 named(&spec["ports"], name).unwrap_or_else(|| panic!("{overlay}: no Service port {name}"));
             assert_eq!(port["targetPort"], name, "{overlay}");
+            // The Service port is the node's (what it advertises and binds), not netstrap's.
             let container = named(&sidecar["ports"], name).unwrap();
-            assert_eq!(port["port"], container["containerPort"], "{overlay}: {name}");
+            assert_ne!(port["port"], container["containerPort"], "{overlay}: {name}");
         }
     }
 }
