@@ -282,8 +282,11 @@ impl Advertiser {
             *s = Arc::new(next);
         });
         let mut settled = true;
+        // The previous address protects its policy only while the node still runs with it.
+        let mut node_uses_previous = false;
         if let Some(client) = &self.node {
             let st = node::status(client, self.settings.node_type.value, table).await;
+            node_uses_previous = previous.is_some_and(|p| st.names_itself(p));
             if st.problems.is_empty() {
                 self.health.ok(node::CHECK_NODE);
             } else {
@@ -310,7 +313,7 @@ impl Advertiser {
                 return Step::Pending;
             }
         };
-        let removable = found.removable(previous);
+        let removable = found.removable(previous.filter(|_| node_uses_previous));
         if !removable.is_empty() {
             for p in
                 found.stale.iter().filter(|p| node::policy_id(p).is_some_and(|id| removable.contains(&id)))

@@ -70,8 +70,10 @@ impl Found {
     }
 
     /// Stale policies safe to remove: all of them once the node has declared its current one;
-    /// before that only those netstrap never advertised (`previous` is what the last
-    /// `netstrap.env` gave the node: its policy until the node restarts with the new values).
+    /// before that all but the one at `previous`, the address the node still runs with (it
+    /// read an earlier `netstrap.env`; that policy is its own until it restarts). A node that
+    /// restarts with the new address finds the old policy gone, so its own declaration is not
+    /// refused as a duplicate.
     pub fn removable(&self, previous: Option<&Expected>) -> Vec<String> {
         self.stale
             .iter()
@@ -97,6 +99,15 @@ pub struct NodeStatus {
     pub connections: Option<Value>,
     /// Why the node does not serve what is advertised; empty when it does.
     pub problems: Vec<String>,
+}
+
+impl NodeStatus {
+    /// Whether the node's TCP server names itself with this address.
+    pub fn names_itself(&self, e: &Expected) -> bool {
+        let have =
+            self.connections.as_ref().and_then(|c| c.get("TCP")?.get("external")?.as_str().map(String::from));
+        have.is_some_and(|h| h.eq_ignore_ascii_case(&host_port(&e.host, e.port)))
+    }
 }
 
 /// Ask the node (through its REST server) what it runs and how it names itself.
