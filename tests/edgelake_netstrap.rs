@@ -57,9 +57,16 @@ struct Running {
 struct Net {
     snap: Snapshot,
     c: Cluster,
+    /// The operator's broker port (the node runs EdgeLake's message broker; netstrap relays).
+    broker: Option<u16>,
 }
 
 impl Net {
+    /// The broker port of `k`: only the operator runs one.
+    fn broker_of(&self, k: Kind) -> Option<u16> {
+        self.broker.filter(|_| k.node_type == "operator")
+    }
+
     fn state(&self, k: Kind) -> PathBuf {
         self.c.dir.path().join(format!("state-{}", k.app))
     }
@@ -76,6 +83,15 @@ impl Net {
             ("WRITE_IMMEDIATE", "true".into()),
             ("THRESHOLD_TIME", "1 second".into()),
         ];
+        if let Some(b) = self.broker_of(k) {
+            // EdgeLake's broker, and its msg client subscribed to it (basic_msg_client.al).
+            overrides.extend([
+                ("ANYLOG_BROKER_PORT", b.to_string()),
+                ("ENABLE_MQTT", "true".into()),
+                ("MQTT_BROKER", "local".into()),
+                ("MQTT_PORT", b.to_string()),
+            ]);
+        }
         if k.node_type != "master" {
             // The Service's name, as k8s/base/node.env has it: netstrap resolves it.
             overrides.push(("LEDGER_CONN", format!("{}:{}", MASTER.app, MASTER.tcp)));
@@ -93,6 +109,10 @@ impl Net {
             ("NETSTRAP_STATE_DIR", self.state(k).display().to_string()),
             ("NETSTRAP_TCP_PORT", Kind::own(k.tcp).to_string()),
             ("NETSTRAP_REST_PORT", Kind::own(k.rest).to_string()),
+            (
+                "NETSTRAP_BROKER_PORT",
+                self.broker_of(k).map(Kind::own).map(|p| p.to_string()).unwrap_or_default(),
+            ),
             ("NETSTRAP_SHUTDOWN_DELAY", "0".into()),
             ("NETSTRAP_WATCH_INTERVAL", "5".into()),
         ] {
@@ -143,6 +163,118 @@ impl Net {
     }
 }
 
+impl Net {
+    /// PUT one row to the operator at `host:port` from `netns` (through netstrap), then wait
+    /// until the query node's `sql` counts `want` rows.
+    fn put_and_count(&self, netns: &str, host: &str, port: u16, query: &Running, want: u64, when: &str) {
+        let rows = [json!({"timestamp": "2026-12-02 12:00:00", "value": want, "label": when})];
+        let reply = el::put_rows(&self.c, netns, host, port, "new_company", "probe", &rows);
+        assert!(
+            reply.as_deref().is_ok_and(|r| r.contains("Success")),
+            "{when}: PUT through netstrap: {reply:?}"
+        );
+        // One query at a time, a second apart: an unanswered query holds one of the query
+        // node's few job slots until it times out. Until the query node has synced the
+        // table's policy it answers err 45.
+        let deadline = Instant::now() + LIMIT;
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let got = el::sql(
+                &self.c,
+                &query.pod.netns,
+                LOCAL,
+                Kind::own(QUERY.rest),
+                "new_company",
+                "select count(*) from probe",
+            );
+            let n = got
+                .as_ref()
+                .ok()
+                .and_then(|rows| rows.first())
+                .and_then(|r| r.as_object())
+                .and_then(|o| o.values().next())
+                .and_then(Value::as_u64);
+            if n == Some(want) {
+                return;
+            }
+            let what = format!("{got:?}");
+            if !seen.contains(&what) {
+                seen.push(what);
+            }
+            assert!(Instant::now() < deadline, "{when}: {want} rows from the query node; answers: {seen:#?}");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Publish one message to the operator's broker through netstrap (its Service name, from
+    /// `netns`, with mosquitto_pub), then wait until the query node counts `want` rows of it.
+    fn publish_and_count(&self, netns: &str, query: &Running, want: u64, when: &str) {
+        let b = self.broker.expect("a broker").to_string();
+        let msg = json!({"dbms": "new_company", "table": "mqtt_probe", "timestamp": "2026-12-02 12:00:00", "value": want});
+        let out = self.c.exec_in(
+            netns,
+            &[
+                "mosquitto_pub",
+                "-d",
+                "-h",
+                &OPERATOR.fqdn(),
+                "-p",
+                &b,
+                "-t",
+                "anylog-demo",
+                // QoS 0: EdgeLake's own broker drops the connection on a QoS 1 PUBLISH (seen directly too).
+                "-q",
+                "0",
+                "-m",
+                &msg.to_string(),
+            ],
+            "",
+        );
+        let said =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{when}: mosquitto_pub: {said}");
+        poll(&format!("{when}: {want} MQTT rows from the query node"), LIMIT, || {
+            let got = el::sql(
+                &self.c,
+                &query.pod.netns,
+                LOCAL,
+                Kind::own(QUERY.rest),
+                "new_company",
+                "select count(*) from mqtt_probe",
+            );
+            let n = got
+                .as_ref()
+                .ok()
+                .and_then(|r| r.first())
+                .and_then(|r| r.as_object())
+                .and_then(|o| o.values().next())
+                .and_then(Value::as_u64);
+            if n == Some(want) {
+                Ok(())
+            } else {
+                std::thread::sleep(Duration::from_secs(1));
+                Err(format!("{got:?}"))
+            }
+        });
+    }
+
+    /// A ClusterIP Service for `k`: Service ports → netstrap's ports.
+    fn cluster_ip(&mut self, k: Kind) -> std::net::Ipv4Addr {
+        let mut ports =
+            vec![Port::tcp("tcp", k.tcp, Kind::own(k.tcp)), Port::tcp("rest", k.rest, Kind::own(k.rest))];
+        if let Some(b) = self.broker_of(k) {
+            ports.push(Port::tcp("broker", b, Kind::own(b)));
+        }
+        self.c.add_service(NS, k.app, "ClusterIP", ports)
+    }
+
+    /// Create `k`'s pod on `node` and start it.
+    fn up(&mut self, k: Kind, node: usize) -> Running {
+        let pod = self.c.create_pod(k.app, NS, node);
+        self.start(k, pod)
+    }
+}
+
 /// Exactly one policy named `k.app`, with the stable name and the Service port: its id.
 fn one_policy(policies: &[Value], k: Kind, when: &str) -> String {
     let mine: Vec<&Value> = policies.iter().filter(|p| el::text(p, "name") == k.app).collect();
@@ -160,22 +292,15 @@ fn edgelake_nodes_behind_netstrap_keep_one_identity_and_serve_data_across_pod_re
     let Some(snap) = Snapshot::find() else { return };
     let Some(c) = el::cluster(2) else { return };
     let began = Instant::now();
-    let mut net = Net { snap, c };
-    let mut ips = Vec::new();
-    for k in [MASTER, OPERATOR, QUERY] {
-        let ports =
-            vec![Port::tcp("tcp", k.tcp, Kind::own(k.tcp)), Port::tcp("rest", k.rest, Kind::own(k.rest))];
-        ips.push(net.c.add_service(NS, k.app, "ClusterIP", ports));
-    }
-    let operator_ip = ips[1];
+    let mut net = Net { snap, c, broker: Some(32150) };
+    net.cluster_ip(MASTER);
+    let operator_ip = net.cluster_ip(OPERATOR);
+    net.cluster_ip(QUERY);
 
     // First start: every pod at once, no manual step, no ordering by hand.
-    let pod = net.c.create_pod(MASTER.app, NS, 0);
-    let mut master = net.start(MASTER, pod);
-    let pod = net.c.create_pod(OPERATOR.app, NS, 1);
-    let mut operator = net.start(OPERATOR, pod);
-    let pod = net.c.create_pod(QUERY.app, NS, 0);
-    let mut query = net.start(QUERY, pod);
+    let mut master = net.up(MASTER, 0);
+    let mut operator = net.up(OPERATOR, 1);
+    let mut query = net.up(QUERY, 0);
     net.wait_ready(MASTER, &mut master);
     net.wait_ready(OPERATOR, &mut operator);
     net.wait_ready(QUERY, &mut query);
@@ -193,54 +318,10 @@ fn edgelake_nodes_behind_netstrap_keep_one_identity_and_serve_data_across_pod_re
     let mut sent = 0;
     let mut put_and_query = |net: &Net, query: &Running, when: &str| {
         sent += 1;
-        let rows = [json!({"timestamp": "2026-12-02 12:00:00", "value": sent, "label": when})];
-        let reply = el::put_rows(
-            &net.c,
-            &query.pod.netns,
-            &OPERATOR.fqdn(),
-            OPERATOR.rest,
-            "new_company",
-            "probe",
-            &rows,
-        );
-        assert!(
-            reply.as_deref().is_ok_and(|r| r.contains("Success")),
-            "{when}: PUT through netstrap: {reply:?}"
-        );
-        let want = sent;
-        // One query at a time, a second apart: an unanswered query holds one of the query
-        // node's few job slots until it times out. Until the query node has synced the
-        // table's policy it answers err 45.
-        let deadline = Instant::now() + LIMIT;
-        let mut seen: Vec<String> = Vec::new();
-        loop {
-            let got = el::sql(
-                &net.c,
-                &query.pod.netns,
-                LOCAL,
-                Kind::own(QUERY.rest),
-                "new_company",
-                "select count(*) from probe",
-            );
-            let n = got
-                .as_ref()
-                .ok()
-                .and_then(|rows| rows.first())
-                .and_then(|r| r.as_object())
-                .and_then(|o| o.values().next())
-                .and_then(Value::as_u64);
-            if n == Some(want) {
-                break;
-            }
-            let what = format!("{got:?}");
-            if !seen.contains(&what) {
-                seen.push(what);
-            }
-            assert!(Instant::now() < deadline, "{when}: {want} rows from the query node; answers: {seen:#?}");
-            std::thread::sleep(Duration::from_secs(1));
-        }
+        net.put_and_count(&query.pod.netns, &OPERATOR.fqdn(), OPERATOR.rest, query, sent, when);
     };
     put_and_query(&net, &query, "first start");
+    net.publish_and_count(&query.pod.netns, &query, 1, "first start");
 
     for i in 1..=5 {
         let when = format!("operator restart {i}");
@@ -257,6 +338,7 @@ fn edgelake_nodes_behind_netstrap_keep_one_identity_and_serve_data_across_pod_re
             "{when}: the operator names itself with the advertised address: {status}"
         );
         put_and_query(&net, &query, &when);
+        net.publish_and_count(&query.pod.netns, &query, 1 + i as u64, &when);
     }
 
     // The query node reaches the operator through netstrap: `test network` and a `run client`
@@ -296,5 +378,101 @@ fn edgelake_nodes_behind_netstrap_keep_one_identity_and_serve_data_across_pod_re
     query = net.restart(QUERY, query, 1);
     assert_eq!(one_policy(&net.ledger(&master, "query"), QUERY, "query restart"), query_id);
     put_and_query(&net, &query, "after the master and query restarts");
+
+    // netstrap tells the truth about the node it fronts: with the query node stopped the pod
+    // turns unready naming why, /v1/network says it, and refused relays do not flood the log.
+    let Running { pod, netstrap, node } = query;
+    let _ = node.stop();
+    let unready = poll("readiness to fail with the node down", Duration::from_secs(20), || {
+        match net.c.http_get(&pod.netns, LOCAL, Kind::own(QUERY.rest), "/readyz?verbose") {
+            Ok((503, body)) if body.contains("[-]upstream") && body.contains("[-]node") => Ok(body),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(unready.contains(&format!("127.0.0.1:{}", QUERY.tcp)), "{unready}");
+    let (_, network) = net.c.http_get(&pod.netns, LOCAL, Kind::own(QUERY.rest), "/v1/network").unwrap();
+    let network: Value = serde_json::from_str(&network).unwrap();
+    assert!(!network["node"]["problems"].as_array().unwrap().is_empty(), "{network:#}");
+    let warnings = |log: &str| log.lines().filter(|l| l.contains("WARN")).count();
+    let before = warnings(&netstrap.log());
+    for _ in 0..30 {
+        el::tcp_open(&net.c, &pod.netns, LOCAL, Kind::own(QUERY.tcp));
+    }
+    let after = warnings(&netstrap.log());
+    assert!(
+        after - before <= 3,
+        "30 refused relays logged {} warnings:\n{}",
+        after - before,
+        el::tail(&netstrap.log(), 10)
+    );
     eprintln!("wall time {:.0} s", began.elapsed().as_secs_f64());
+}
+
+/// The nodeport overlay: the operator's Service is a NodePort. netstrap advertises the address
+/// of the node the pod runs on and the nodePorts (not the Service or container ports); the
+/// node binds the nodePort itself and a client outside the cluster reaches it there.
+#[test]
+fn nodeport_operator_behind_netstrap_advertises_the_node_port_and_serves_an_outside_client() {
+    let Some(snap) = Snapshot::find() else { return };
+    let Some(c) = el::cluster(2) else { return };
+    let mut net = Net { snap, c, broker: None };
+    net.cluster_ip(MASTER);
+    net.cluster_ip(QUERY);
+    let (tcp_np, rest_np) = (30148, 30149);
+    let ports = vec![
+        Port::tcp("tcp", OPERATOR.tcp, Kind::own(OPERATOR.tcp)).node_port(tcp_np),
+        Port::tcp("rest", OPERATOR.rest, Kind::own(OPERATOR.rest)).node_port(rest_np),
+    ];
+    net.c.add_service(NS, OPERATOR.app, "NodePort", ports);
+
+    let mut master = net.up(MASTER, 0);
+    let mut operator = net.up(OPERATOR, 1);
+    let mut query = net.up(QUERY, 0);
+    net.wait_ready(MASTER, &mut master);
+    net.wait_ready(OPERATOR, &mut operator);
+    net.wait_ready(QUERY, &mut query);
+
+    let node_ip = net.c.nodes[1].ip.to_string();
+    let check = |net: &Net, master: &Running, when: &str| -> String {
+        let policies = net.ledger(master, "operator");
+        assert_eq!(policies.len(), 1, "{when}: {policies:#?}");
+        let p = &policies[0];
+        assert_eq!(el::text(p, "ip"), node_ip, "{when}: the node's address: {p}");
+        assert_eq!(el::text(p, "local_ip"), OPERATOR.fqdn(), "{when}: {p}");
+        assert_eq!(el::field(p, "port"), Some(&json!(tcp_np)), "{when}: the nodePort: {p}");
+        assert_eq!(el::field(p, "rest_port"), Some(&json!(rest_np)), "{when}: {p}");
+        el::text(p, "id")
+    };
+    let id = check(&net, &master, "first start");
+
+    // A client outside the cluster, through any node's address and the nodePort.
+    let ext = net.c.external();
+    for node in &net.c.nodes {
+        let status = el::status(&net.c, &ext, &node.ip.to_string(), rest_np).unwrap();
+        assert!(
+            status.contains(&format!("@{node_ip}:{tcp_np}")),
+            "names itself with the advertised address: {status}"
+        );
+    }
+    // Peers in the cluster dial the policy's address too (a private `ip` is dialled as is).
+    assert!(
+        el::tcp_open(&net.c, &query.pod.netns, &node_ip, tcp_np),
+        "the query pod reaches {node_ip}:{tcp_np}"
+    );
+    let tested = el::get(&net.c, &query.pod.netns, LOCAL, Kind::own(QUERY.rest), "test network").unwrap();
+    let line = tested
+        .lines()
+        .find(|l| l.contains(&format!("{node_ip}:{tcp_np}")))
+        .unwrap_or_else(|| panic!("{tested}"));
+    assert!(line.contains('+'), "{tested}");
+    net.put_and_count(&ext, &node_ip, rest_np, &query, 1, "from outside");
+
+    for i in 1..=2 {
+        let when = format!("operator restart {i}");
+        operator = net.restart(OPERATOR, operator, 1);
+        assert_eq!(check(&net, &master, &when), id, "{when}: the same id");
+        let processes = el::processes(&net.c, &operator.pod.netns, LOCAL, Kind::own(OPERATOR.rest));
+        assert!(el::is_running(&processes, "Operator"), "{when}: {processes:#}");
+        net.put_and_count(&ext, &node_ip, rest_np, &query, 1 + i, &when);
+    }
 }
