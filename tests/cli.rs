@@ -95,3 +95,24 @@ fn config_file_and_set_flags_layer_over_the_environment() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("/nonexistent/netstrap.toml"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_ledger_conn_name_edgelake_would_misread_and_that_does_not_resolve_is_a_warning() {
+    // A nameserver that answers nothing: the name cannot resolve.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ns = dead.local_addr().unwrap().to_string();
+    let o = netstrap(
+        &["discover"],
+        &[
+            ("NODE_TYPE", "operator"),
+            ("NETSTRAP_CLUSTER_ID", "c0ffee"),
+            ("DNS", "op1.example.net"),
+            ("LEDGER_CONN", "edgelake-master:32048"),
+            ("NETSTRAP_NAMESERVER", &ns),
+            ("NETSTRAP_SOURCE_TIMEOUT_MS", "300"),
+        ],
+    );
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(all.contains("LEDGER_CONN=edgelake-master:32048"), "{all}");
+    assert!(all.contains("as a blockchain query"), "{all}");
+}

@@ -36,6 +36,7 @@ struct Kind {
 
 const MASTER: Kind = Kind { node_type: "master", app: "edgelake-master", tcp: 32048, rest: 32049 };
 const OPERATOR: Kind = Kind { node_type: "operator", app: "edgelake-operator", tcp: 32148, rest: 32149 };
+const GENERIC: Kind = Kind { node_type: "generic", app: "edgelake-generic", tcp: 32548, rest: 32549 };
 const QUERY: Kind = Kind { node_type: "query", app: "edgelake-query", tcp: 32348, rest: 32349 };
 
 impl Kind {
@@ -62,9 +63,14 @@ struct Net {
 }
 
 impl Net {
-    /// The broker port of `k`: only the operator runs one.
+    /// The broker port of `k`: the operator's when this test gives it one; a generic node
+    /// has one in its compose files (32550).
     fn broker_of(&self, k: Kind) -> Option<u16> {
-        self.broker.filter(|_| k.node_type == "operator")
+        match k.node_type {
+            "operator" => self.broker,
+            "generic" => Some(32550),
+            _ => None,
+        }
     }
 
     fn state(&self, k: Kind) -> PathBuf {
@@ -83,7 +89,7 @@ impl Net {
             ("WRITE_IMMEDIATE", "true".into()),
             ("THRESHOLD_TIME", "1 second".into()),
         ];
-        if let Some(b) = self.broker_of(k) {
+        if let (Some(b), "operator") = (self.broker_of(k), k.node_type) {
             // EdgeLake's broker, and its msg client subscribed to it (basic_msg_client.al).
             overrides.extend([
                 ("ANYLOG_BROKER_PORT", b.to_string()),
@@ -410,7 +416,8 @@ fn edgelake_nodes_behind_netstrap_keep_one_identity_and_serve_data_across_pod_re
 
 /// The nodeport overlay: the operator's Service is a NodePort. netstrap advertises the address
 /// of the node the pod runs on and the nodePorts (not the Service or container ports); the
-/// node binds the nodePort itself and a client outside the cluster reaches it there.
+/// node binds the nodePort itself and a client outside the cluster reaches it there. Beside it
+/// a generic node, for which EdgeLake declares no policy.
 #[test]
 fn nodeport_operator_behind_netstrap_advertises_the_node_port_and_serves_an_outside_client() {
     let Some(snap) = Snapshot::find() else { return };
@@ -418,6 +425,7 @@ fn nodeport_operator_behind_netstrap_advertises_the_node_port_and_serves_an_outs
     let mut net = Net { snap, c, broker: None };
     net.cluster_ip(MASTER);
     net.cluster_ip(QUERY);
+    net.cluster_ip(GENERIC);
     let (tcp_np, rest_np) = (30148, 30149);
     let ports = vec![
         Port::tcp("tcp", OPERATOR.tcp, Kind::own(OPERATOR.tcp)).node_port(tcp_np),
@@ -428,9 +436,15 @@ fn nodeport_operator_behind_netstrap_advertises_the_node_port_and_serves_an_outs
     let mut master = net.up(MASTER, 0);
     let mut operator = net.up(OPERATOR, 1);
     let mut query = net.up(QUERY, 0);
+    // A generic node (with the broker its compose files give it): EdgeLake's main.al declares
+    // no policy for it, so netstrap waits for none and it is ready all the same.
+    let mut generic = net.up(GENERIC, 1);
     net.wait_ready(MASTER, &mut master);
     net.wait_ready(OPERATOR, &mut operator);
     net.wait_ready(QUERY, &mut query);
+    net.wait_ready(GENERIC, &mut generic);
+    let status = el::status(&net.c, &query.pod.netns, &GENERIC.fqdn(), GENERIC.rest).unwrap();
+    assert!(status.contains(&format!("@{}:{}", GENERIC.fqdn(), GENERIC.tcp)), "{status}");
 
     let node_ip = net.c.nodes[1].ip.to_string();
     let check = |net: &Net, master: &Running, when: &str| -> String {

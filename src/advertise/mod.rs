@@ -79,7 +79,7 @@ impl Advertiser {
     /// Register the readiness checks this stage owns, before the planes report ready.
     pub fn register_checks(&self, d: &Discovery) {
         if self.settings.declare.value == Declarer::Node {
-            if !matches!(self.registry, Registry::None) {
+            if !matches!(self.registry, Registry::None) && self.settings.node_declares_a_policy() {
                 self.health.register(CHECK_POLICY, "waiting for the node to declare its policy");
             }
             if self.node.is_some() {
@@ -300,7 +300,8 @@ impl Advertiser {
                 *s = Arc::new(next);
             });
         }
-        if matches!(self.registry, Registry::None) {
+        // A generic or hidden node declares no policy (EdgeLake's main.al): nothing to check.
+        if matches!(self.registry, Registry::None) || !self.settings.node_declares_a_policy() {
             return if settled { Step::Done } else { Step::Pending };
         }
         let Some(expected) = node::Expected::from_table(table) else { return Step::Done };

@@ -246,6 +246,8 @@ pub struct Settings {
 
     pub ledger: Option<String>,
     pub declare: Found<Declarer>,
+    /// `IS_HIDDEN`: EdgeLake's scripts declare no node policy for this master/query/publisher.
+    pub is_hidden: bool,
     pub verify: VerifyMode,
     pub state_dir: PathBuf,
     pub watch_interval: Duration,
@@ -461,6 +463,17 @@ fn tls_settings(r: &mut Reader, layers: &Layers) -> Option<TlsSettings> {
 }
 
 impl Settings {
+    /// Whether EdgeLake's own main.al declares a node policy for this node: not for a generic
+    /// node (its config script has no node_policy.al) nor a hidden one (`IS_HIDDEN`, any type
+    /// but operator).
+    pub fn node_declares_a_policy(&self) -> bool {
+        match self.node_type.value {
+            NodeType::Generic => false,
+            NodeType::Operator | NodeType::MasterOperator => true,
+            _ => !self.is_hidden,
+        }
+    }
+
     /// Parse the configuration from its sources. Pure: no I/O, no process environment.
     pub fn parse(layers: &Layers) -> Result<Settings, ConfigErrors> {
         let mut r = Reader { layers, errors: layers.unknown_keys() };
@@ -793,6 +806,7 @@ impl Settings {
             broker_backlog,
             ledger: r.string("NETSTRAP_LEDGER").map(|f| f.value),
             declare,
+            is_hidden: r.bool("IS_HIDDEN", false).value,
             verify: r
                 .choice(
                     "NETSTRAP_VERIFY",

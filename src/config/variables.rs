@@ -65,6 +65,12 @@ pub const EDGELAKE: &[Variable] = &[
         "unset",
         "the AnyLog docs' name for the Service to advertise (same as NETSTRAP_SERVICE)",
     ),
+    v(
+        "IS_HIDDEN",
+        "false",
+        "master/query/publisher: the node declares no node policy (EdgeLake's main.al); with \
+         NETSTRAP_DECLARE=node netstrap then waits for none",
+    ),
     v("IS_KUBERNETES", "detected", "true/false forces the environment kind to kubernetes/host"),
     v("PROXY_IP", "unset", "EdgeLake chart's `<ns>.<svc>.svc.cluster.local` (reversed); read only to warn"),
     v("CLUSTER_NAME", "unset", "operator: the cluster policy's name, looked up in the registry for its id"),
