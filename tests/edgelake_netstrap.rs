@@ -207,7 +207,15 @@ impl Net {
             if !seen.contains(&what) {
                 seen.push(what);
             }
-            assert!(Instant::now() < deadline, "{when}: {want} rows from the query node; answers: {seen:#?}");
+            if Instant::now() > deadline {
+                let get = |pod: &Pod, port: u16, cmd: &str| el::get(&self.c, &pod.netns, LOCAL, port, cmd);
+                panic!(
+                    "{when}: {want} rows from the query node; answers: {seen:#?}\nquery node's tables: {:?}\nits errors: {:?}\nits log: {}",
+                    get(&query.pod, Kind::own(QUERY.rest), "blockchain get table"),
+                    get(&query.pod, Kind::own(QUERY.rest), "get error log"),
+                    el::tail(&query.node.log(), 40),
+                );
+            }
             std::thread::sleep(Duration::from_secs(1));
         }
     }
@@ -264,6 +272,21 @@ impl Net {
         });
     }
 
+    /// The query node's `test network` dials `address` (a policy's `ip:port`) and is answered,
+    /// once its ledger has the policy (one BLOCKCHAIN_SYNC).
+    fn test_network_reaches(&self, query: &Running, address: &str) {
+        poll(&format!("the query node's test network to reach {address}"), Duration::from_secs(30), || {
+            let tested = el::get(&self.c, &query.pod.netns, LOCAL, Kind::own(QUERY.rest), "test network")?;
+            match tested.lines().find(|l| l.starts_with(address)) {
+                Some(line) if line.contains('+') => Ok(()),
+                _ => {
+                    std::thread::sleep(Duration::from_secs(1));
+                    Err(tested)
+                }
+            }
+        });
+    }
+
     /// A ClusterIP Service for `k`: Service ports → netstrap's ports.
     fn cluster_ip(&mut self, k: Kind) -> std::net::Ipv4Addr {
         let mut ports =
@@ -293,8 +316,13 @@ fn one_policy(policies: &[Value], k: Kind, when: &str) -> String {
     el::text(p, "id")
 }
 
+/// One cluster of real nodes at a time: seven Python nodes on two cores slow each other past
+/// the test's limits.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn edgelake_nodes_behind_netstrap_keep_one_identity_and_serve_data_across_pod_restarts() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let Some(snap) = Snapshot::find() else { return };
     let Some(c) = el::cluster(2) else { return };
     let began = Instant::now();
@@ -349,10 +377,7 @@ fn edgelake_nodes_behind_netstrap_keep_one_identity_and_serve_data_across_pod_re
 
     // The query node reaches the operator through netstrap: `test network` and a `run client`
     // to the address in the operator's policy.
-    let tested = el::get(&net.c, &query.pod.netns, LOCAL, Kind::own(QUERY.rest), "test network").unwrap();
-    let operator_line =
-        tested.lines().find(|l| l.contains(&OPERATOR.fqdn())).unwrap_or_else(|| panic!("{tested}"));
-    assert!(operator_line.contains('+') || operator_line.to_lowercase().contains("true"), "{tested}");
+    net.test_network_reaches(&query, &format!("{}:{}", OPERATOR.fqdn(), OPERATOR.tcp));
     // `run client` (REST: a `destination` header) to the address the operator's policy name
     // resolves to: EdgeLake reads a destination whose text holds "operator" as a blockchain
     // query, so the FQDN itself cannot be given here (policies are not affected).
@@ -375,14 +400,17 @@ fn edgelake_nodes_behind_netstrap_keep_one_identity_and_serve_data_across_pod_re
     assert!(answer.contains(OPERATOR.app), "{answer}");
 
     // The master behind netstrap keeps its identity across its own restarts.
-    for i in 1..=2 {
+    for i in 1..=5 {
         let when = format!("master restart {i}");
         master = net.restart(MASTER, master, i % 2);
         assert_eq!(one_policy(&net.ledger(&master, "master"), MASTER, &when), master_id, "{when}");
         assert_eq!(one_policy(&net.ledger(&master, "operator"), OPERATOR, &when), operator_id, "{when}");
     }
-    query = net.restart(QUERY, query, 1);
-    assert_eq!(one_policy(&net.ledger(&master, "query"), QUERY, "query restart"), query_id);
+    for i in 1..=5 {
+        let when = format!("query restart {i}");
+        query = net.restart(QUERY, query, i % 2);
+        assert_eq!(one_policy(&net.ledger(&master, "query"), QUERY, &when), query_id, "{when}");
+    }
     put_and_query(&net, &query, "after the master and query restarts");
 
     // netstrap tells the truth about the node it fronts: with the query node stopped the pod
@@ -420,6 +448,7 @@ fn edgelake_nodes_behind_netstrap_keep_one_identity_and_serve_data_across_pod_re
 /// a generic node, for which EdgeLake declares no policy.
 #[test]
 fn nodeport_operator_behind_netstrap_advertises_the_node_port_and_serves_an_outside_client() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let Some(snap) = Snapshot::find() else { return };
     let Some(c) = el::cluster(2) else { return };
     let mut net = Net { snap, c, broker: None };
@@ -452,7 +481,8 @@ fn nodeport_operator_behind_netstrap_advertises_the_node_port_and_serves_an_outs
         assert_eq!(policies.len(), 1, "{when}: {policies:#?}");
         let p = &policies[0];
         assert_eq!(el::text(p, "ip"), node_ip, "{when}: the node's address: {p}");
-        assert_eq!(el::text(p, "local_ip"), OPERATOR.fqdn(), "{when}: {p}");
+        // EdgeLake pairs local_ip with the same port; the Service name does not answer on it.
+        assert_eq!(el::text(p, "local_ip"), node_ip, "{when}: {p}");
         assert_eq!(el::field(p, "port"), Some(&json!(tcp_np)), "{when}: the nodePort: {p}");
         assert_eq!(el::field(p, "rest_port"), Some(&json!(rest_np)), "{when}: {p}");
         el::text(p, "id")
@@ -473,12 +503,7 @@ fn nodeport_operator_behind_netstrap_advertises_the_node_port_and_serves_an_outs
         el::tcp_open(&net.c, &query.pod.netns, &node_ip, tcp_np),
         "the query pod reaches {node_ip}:{tcp_np}"
     );
-    let tested = el::get(&net.c, &query.pod.netns, LOCAL, Kind::own(QUERY.rest), "test network").unwrap();
-    let line = tested
-        .lines()
-        .find(|l| l.contains(&format!("{node_ip}:{tcp_np}")))
-        .unwrap_or_else(|| panic!("{tested}"));
-    assert!(line.contains('+'), "{tested}");
+    net.test_network_reaches(&query, &format!("{node_ip}:{tcp_np}"));
     net.put_and_count(&ext, &node_ip, rest_np, &query, 1, "from outside");
 
     for i in 1..=2 {

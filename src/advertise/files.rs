@@ -135,10 +135,17 @@ impl NodeFiles<'_> {
         let s = self.settings;
         let d = self.discovery;
         put("NODE_NAME", crate::policy::render::node_name(s, d));
-        let host = self.table.row(Plane::Tcp).map(|r| r.external_host.value.clone()).unwrap_or_default();
+        let tcp = self.table.row(Plane::Tcp);
+        let host = tcp.map(|r| r.external_host.value.clone()).unwrap_or_default();
         put("ENABLE_DNS", "true".into());
-        put("EXTERNAL_DNS", host);
-        put("DNS", d.stable_name.value.clone());
+        put("EXTERNAL_DNS", host.clone());
+        // EdgeLake pairs `local_ip` with the same port as `ip` (and replies from its internal
+        // address to peers at private addresses): the Service name answers only on the Service
+        // port, so where peers are given another port (a nodePort) `local_ip` is the advertised
+        // host too. Outside Kubernetes the stable name is the host's, reachable on that port.
+        let pairs = tcp.is_none_or(|r| r.cluster_port.value == r.external_port.value);
+        let kubernetes = d.environment.value == crate::discover::environment::EnvironmentKind::Kubernetes;
+        put("DNS", if pairs || !kubernetes { d.stable_name.value.clone() } else { host });
         for row in &self.table.rows {
             let (var, bind) = match row.plane {
                 Plane::Tcp => ("ANYLOG_SERVER_PORT", "TCP_BIND"),
