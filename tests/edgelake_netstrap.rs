@@ -515,3 +515,52 @@ fn nodeport_operator_behind_netstrap_advertises_the_node_port_and_serves_an_outs
         net.put_and_count(&ext, &node_ip, rest_np, &query, 1 + i, &when);
     }
 }
+
+/// The loadbalancer overlay: netstrap advertises the LoadBalancer's ingress address with the
+/// Service ports (`local_ip` stays the Service name: it answers on the same port); the node
+/// binds the Service ports; a client outside the cluster reaches it through the ingress.
+#[test]
+fn loadbalancer_operator_behind_netstrap_advertises_the_ingress_and_serves_an_outside_client() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(snap) = Snapshot::find() else { return };
+    let Some(c) = el::cluster(2) else { return };
+    let mut net = Net { snap, c, broker: None };
+    net.cluster_ip(MASTER);
+    net.cluster_ip(QUERY);
+    let lb = std::net::Ipv4Addr::new(192, 168, 50, 200);
+    let ports = vec![
+        Port::tcp("tcp", OPERATOR.tcp, Kind::own(OPERATOR.tcp)),
+        Port::tcp("rest", OPERATOR.rest, Kind::own(OPERATOR.rest)),
+    ];
+    net.c.add_load_balancer(NS, OPERATOR.app, lb, ports);
+
+    let mut master = net.up(MASTER, 0);
+    let mut operator = net.up(OPERATOR, 1);
+    let mut query = net.up(QUERY, 0);
+    net.wait_ready(MASTER, &mut master);
+    net.wait_ready(OPERATOR, &mut operator);
+    net.wait_ready(QUERY, &mut query);
+
+    let lb = lb.to_string();
+    let check = |net: &Net, master: &Running, when: &str| -> String {
+        let policies = net.ledger(master, "operator");
+        assert_eq!(policies.len(), 1, "{when}: {policies:#?}");
+        let p = &policies[0];
+        assert_eq!(el::text(p, "ip"), lb, "{when}: the ingress address: {p}");
+        assert_eq!(el::text(p, "local_ip"), OPERATOR.fqdn(), "{when}: {p}");
+        assert_eq!(el::field(p, "port"), Some(&json!(OPERATOR.tcp)), "{when}: {p}");
+        el::text(p, "id")
+    };
+    let id = check(&net, &master, "first start");
+    let ext = net.c.external();
+    let status = el::status(&net.c, &ext, &lb, OPERATOR.rest).unwrap();
+    assert!(status.contains(&format!("@{lb}:{}", OPERATOR.tcp)), "names itself with the ingress: {status}");
+    net.test_network_reaches(&query, &format!("{lb}:{}", OPERATOR.tcp));
+    net.put_and_count(&ext, &lb, OPERATOR.rest, &query, 1, "from outside");
+
+    operator = net.restart(OPERATOR, operator, 0);
+    assert_eq!(check(&net, &master, "restart"), id, "the same id after a restart");
+    let processes = el::processes(&net.c, &operator.pod.netns, LOCAL, Kind::own(OPERATOR.rest));
+    assert!(el::is_running(&processes, "Operator"), "{processes:#}");
+    net.put_and_count(&ext, &lb, OPERATOR.rest, &query, 2, "after the restart");
+}

@@ -401,11 +401,38 @@ impl Cluster {
         ports: Vec<Port>,
         selector: Result<String, Vec<Ipv4Addr>>,
     ) {
-        let svc =
-            Service { namespace: namespace.into(), name: name.into(), type_, cluster_ip, ports, selector };
+        let svc = Service {
+            namespace: namespace.into(),
+            name: name.into(),
+            type_,
+            cluster_ip,
+            ports,
+            selector,
+            ingress: None,
+        };
         self.kube.set_service(svc.api_object());
         self.services.push(svc);
         self.program(&[]);
+    }
+
+    /// A LoadBalancer Service whose ingress address is `ingress` (a LAN address no host has):
+    /// every node DNATs it as kube-proxy does, and the external client routes it through
+    /// node-0 (as a MetalLB L2 speaker would draw it). Returns the ClusterIP.
+    pub fn add_load_balancer(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        ingress: Ipv4Addr,
+        ports: Vec<Port>,
+    ) -> Ipv4Addr {
+        let cluster_ip = self.add_service(namespace, name, "LoadBalancer", ports);
+        let svc = self.services.iter_mut().find(|s| s.namespace == namespace && s.name == name);
+        let svc = svc.expect("the Service just added");
+        svc.ingress = Some(ingress);
+        self.kube.set_service(svc.api_object());
+        self.program(&[]);
+        ip(&self.external(), &format!("route add {ingress}/32 via {}", self.nodes[0].ip));
+        cluster_ip
     }
 
     /// Point the Service at pods labelled `app=<app>` (what `kubectl patch` of the selector does).

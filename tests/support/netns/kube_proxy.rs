@@ -47,6 +47,8 @@ pub struct Service {
     pub ports: Vec<Port>,
     /// The `app` label it selects, or fixed endpoints (the `kubernetes` Service).
     pub selector: Result<String, Vec<Ipv4Addr>>,
+    /// A LoadBalancer's ingress address (status.loadBalancer.ingress[0].ip).
+    pub ingress: Option<Ipv4Addr>,
 }
 
 impl Service {
@@ -68,7 +70,10 @@ impl Service {
         if let Some(spec) = object.spec.as_mut() {
             spec.selector = self.selector.as_ref().ok().map(|app| [("app".to_string(), app.clone())].into());
         }
-        object
+        match self.ingress {
+            Some(ip) => fake_kube::with_ingress(object, &[(Some(&ip.to_string()), None)]),
+            None => object,
+        }
     }
 }
 
@@ -99,6 +104,14 @@ pub fn rules(services: &[(&Service, Vec<Ipv4Addr>)], subnet: u8, br_netfilter: b
             let svc_chain = format!("KUBE-SVC-{si}-{pi}");
             line(&mut chains, format!(":{svc_chain} - [0:0]"));
             line(&mut nat, format!("-A KUBE-SERVICES {dst} -j {svc_chain}"));
+            // A LoadBalancer's ingress address, as kube-proxy handles it on every node.
+            if let Some(lb) = svc.ingress {
+                line(
+                    &mut nat,
+                    format!("-A KUBE-SERVICES -d {lb}/32 {m} --dport {} -j KUBE-MARK-MASQ", p.port),
+                );
+                line(&mut nat, format!("-A KUBE-SERVICES -d {lb}/32 {m} --dport {} -j {svc_chain}", p.port));
+            }
             line(&mut nat, format!("-A {svc_chain} ! -s {CLUSTER_CIDR} -j KUBE-MARK-MASQ"));
             if let Some(np) = p.node_port {
                 line(&mut nat, format!("-A KUBE-NODEPORTS {m} --dport {np} -j KUBE-MARK-MASQ"));
