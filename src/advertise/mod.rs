@@ -188,10 +188,8 @@ impl Advertiser {
             }
             Err(e) => json!({"error": e.to_string()}),
         };
-        self.snapshot.send_modify(|s| {
-            let mut next = NodeSnapshot::clone(s);
+        self.publish(|next| {
             next.peers = json;
-            *s = Arc::new(next);
         });
     }
 
@@ -239,12 +237,38 @@ impl Advertiser {
             }
         }
         let json = serde_json::to_value(&checks).unwrap_or_default();
-        self.snapshot.send_modify(|s| {
-            let mut next = NodeSnapshot::clone(s);
+        self.publish(|next| {
             next.verification = json;
-            *s = Arc::new(next);
         });
         checks
+    }
+
+    /// Change the snapshot the planes serve.
+    fn publish(&self, change: impl FnOnce(&mut NodeSnapshot)) {
+        self.snapshot.send_modify(|s| {
+            let mut next = NodeSnapshot::clone(s);
+            change(&mut next);
+            *s = Arc::new(next);
+        });
+    }
+
+    /// Write the node's files; readiness check `files` says whether they are.
+    fn write_files(&self, files: &NodeFiles) -> bool {
+        match files.write(&self.settings.state_dir) {
+            Ok(()) => {
+                self.health.ok(CHECK_FILES);
+                true
+            }
+            Err(e) => {
+                let why = format!(
+                    "cannot write the node's files in {}: {e}; the previous files are intact",
+                    self.settings.state_dir.display()
+                );
+                warn!("{why}");
+                self.health.set(CHECK_FILES, Check::Pending(why));
+                false
+            }
+        }
     }
 
     /// `NETSTRAP_DECLARE=node`: write the node's files (first: the node waits for them), then
@@ -265,21 +289,12 @@ impl Advertiser {
             config_policy: &Value::Null,
             policy_id: current_id.as_deref(),
         };
-        if let Err(e) = files.write(&self.settings.state_dir) {
-            let why = format!(
-                "cannot write the node's files in {}: {e}; the previous files are intact",
-                self.settings.state_dir.display()
-            );
-            warn!("{why}");
-            self.health.set(CHECK_FILES, Check::Pending(why));
+        if !self.write_files(&files) {
             return Step::Retry;
         }
-        self.health.ok(CHECK_FILES);
-        self.snapshot.send_modify(|s| {
-            let mut next = NodeSnapshot::clone(s);
+        self.publish(|next| {
             next.table = serde_json::to_value(table).unwrap_or_default();
             next.discovery = serde_json::to_value(d).unwrap_or_default();
-            *s = Arc::new(next);
         });
         let mut settled = true;
         // The previous address protects its policy only while the node still runs with it.
@@ -294,10 +309,8 @@ impl Advertiser {
                 self.health.set(node::CHECK_NODE, Check::Pending(st.problems.join("; ")));
             }
             let json = serde_json::to_value(&st).unwrap_or_default();
-            self.snapshot.send_modify(|s| {
-                let mut next = NodeSnapshot::clone(s);
+            self.publish(|next| {
                 next.node = Some(json);
-                *s = Arc::new(next);
             });
         }
         // A generic or hidden node declares no policy (EdgeLake's main.al): nothing to check.
@@ -353,12 +366,10 @@ impl Advertiser {
                 self.health.set(CHECK_POLICY, Check::Pending(why));
             }
         }
-        self.snapshot.send_modify(|snap| {
-            let mut next = NodeSnapshot::clone(snap);
+        self.publish(|next| {
             next.identity.policy_id = found.current.as_ref().and_then(node::policy_id);
             next.policy = found.current.clone();
             next.declared = Some(declared);
-            *snap = Arc::new(next);
         });
         if settled && removable.is_empty() { Step::Done } else { Step::Pending }
     }
@@ -399,30 +410,13 @@ impl Advertiser {
         };
         // A node started from stale files would advertise stale values: not ready until they
         // are written, retried with the registry's backoff.
-        let files_ok = match files.write(&self.settings.state_dir) {
-            Ok(()) => {
-                self.health.ok(CHECK_FILES);
-                true
-            }
-            Err(e) => {
-                let why = format!(
-                    "cannot write the node's files in {}: {e}; the previous files are intact",
-                    self.settings.state_dir.display()
-                );
-                warn!("{why}");
-                self.health.set(CHECK_FILES, Check::Pending(why));
-                false
-            }
-        };
-        let done = if files_ok { Step::Done } else { Step::Retry };
-        self.snapshot.send_modify(|s| {
-            let mut next = NodeSnapshot::clone(s);
+        let done = if self.write_files(&files) { Step::Done } else { Step::Retry };
+        self.publish(|next| {
             next.policy = Some(policy.clone());
             next.config_policy = Some(config.clone());
             next.identity.policy_id = id.clone();
             next.table = serde_json::to_value(table).unwrap_or_default();
             next.discovery = serde_json::to_value(d).unwrap_or_default();
-            *s = Arc::new(next);
         });
         if declared.as_ref().is_some_and(|(n, c)| *n == policy && *c == config) {
             return done;
@@ -452,10 +446,8 @@ impl Advertiser {
                     self.health.ok(CHECK_POLICY);
                 }
                 let json = serde_json::to_value(&outcome).ok();
-                self.snapshot.send_modify(|s| {
-                    let mut next = NodeSnapshot::clone(s);
+                self.publish(|next| {
                     next.declared = json;
-                    *s = Arc::new(next);
                 });
                 *declared = Some((policy, config));
                 done
