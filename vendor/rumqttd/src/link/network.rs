@@ -42,6 +42,9 @@ pub struct Network<P> {
     protocol: P,
 }
 
+/// Initial capacity of a connection's read and write buffers (was 10 KiB each).
+const INITIAL_BUFFER: usize = 512;
+
 impl<P: Protocol> Network<P> {
     pub fn new(
         socket: Box<dyn N>,
@@ -51,8 +54,10 @@ impl<P: Protocol> Network<P> {
     ) -> Network<P> {
         Network {
             socket,
-            read: BytesMut::with_capacity(10 * 1024),
-            write: BytesMut::with_capacity(10 * 1024),
+            // netstrap patch 2: start small (an idle client holds these for its lifetime);
+            // both grow when a client's traffic needs more.
+            read: BytesMut::with_capacity(INITIAL_BUFFER),
+            write: BytesMut::with_capacity(INITIAL_BUFFER),
             max_incoming_size,
             max_connection_buffer_len,
             // Overwritten by keepalive value in connect packet, otherwise we
@@ -64,6 +69,12 @@ impl<P: Protocol> Network<P> {
     }
 
     pub fn set_keepalive(&mut self, keepalive: u16) {
+        // netstrap patch 1: a Keep Alive of 0 turns the mechanism off (MQTT-3.1.2-10 in 3.1.1,
+        // 3.1.2.10 in 5.0): wait for the next packet without a deadline.
+        if keepalive == 0 {
+            self.keepalive = Duration::MAX;
+            return;
+        }
         let keepalive = Duration::from_secs(keepalive as u64);
         self.keepalive = keepalive + keepalive.mul_f32(0.5);
     }

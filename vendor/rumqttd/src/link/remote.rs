@@ -195,13 +195,21 @@ where
 
     Span::current().record("client_id", &connect.client_id);
 
-    handle_auth(config.clone(), login.as_ref(), &connect.client_id).await?;
-
-    // When keep_alive feature is disabled client can live forever, which is not good in
-    // distributed broker context so currenlty we don't allow it.
-    if connect.keep_alive == 0 {
-        return Err(Error::ZeroKeepAlive);
+    if let Err(e) = handle_auth(config.clone(), login.as_ref(), &connect.client_id).await {
+        // netstrap patch 7: say why before closing (MQTT-3.2.2-5: CONNACK with a non-zero
+        // return code, then close); rumqttd closed without a CONNACK, which clients report
+        // as a network error rather than as wrong credentials.
+        let code = match login {
+            None => ConnectReturnCode::NotAuthorized,
+            Some(_) => ConnectReturnCode::BadUserNamePassword,
+        };
+        let ack = ConnAck { session_present: false, code };
+        network.write(Packet::ConnAck(ack, None)).await?;
+        return Err(e);
     }
+
+    // netstrap patch 1: MQTT allows a Keep Alive of 0 (no keep-alive); rumqttd refused it
+    // here by closing the connection without a CONNACK. `Network::set_keepalive` handles 0.
 
     let empty_client_id = connect.client_id.is_empty();
     let clean_session = connect.clean_session;

@@ -1,6 +1,6 @@
 use super::Ack;
 use slab::Slab;
-use tracing::{info, trace};
+use tracing::{info, trace, warn};
 
 use crate::protocol::{
     matches, ConnAck, ConnAckProperties, PingResp, PubAck, PubComp, PubRec, PubRel, Publish,
@@ -16,6 +16,11 @@ use std::io;
 use std::time::Instant;
 
 type PubWithProp = (Publish, Option<PublishProperties>);
+
+/// netstrap patch 4: topics whose matching filters are cached (see `DataLog::matches`).
+const MAX_CACHED_TOPICS: usize = 4096;
+/// netstrap patch 6: bytes of retained messages kept, in all.
+pub const MAX_RETAINED_BYTES: usize = 16 << 20;
 
 #[derive(Clone)]
 pub struct PublishData {
@@ -38,8 +43,11 @@ impl From<PubWithProp> for PublishData {
 impl Storage for PublishData {
     // TODO: calculate size of publish properties as well!
     fn size(&self) -> usize {
+        // netstrap patch 5: count what a message costs in memory, not just its bytes on the
+        // wire, so that a log bounded in "bytes" is bounded in memory for small messages too
+        // (it was up to ~4x over for 50-byte messages).
         let publish = &self.publish;
-        4 + publish.topic.len() + publish.payload.len()
+        std::mem::size_of::<Self>() + publish.topic.len() + publish.payload.len()
     }
 }
 
@@ -59,6 +67,8 @@ pub struct DataLog {
     /// Map of subscription filter name to filter index
     filter_indexes: HashMap<Filter, FilterIdx>,
     retained_publishes: HashMap<Topic, PublishData>,
+    /// netstrap patch 6: what `retained_publishes` holds, as `Storage::size` counts it.
+    retained_bytes: usize,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
 }
@@ -87,6 +97,7 @@ impl DataLog {
             publish_filters,
             filter_indexes,
             retained_publishes,
+            retained_bytes: 0,
         })
     }
 
@@ -136,6 +147,12 @@ impl DataLog {
                     .collect();
 
                 if !v.is_empty() {
+                    // netstrap patch 4: this is a cache of topic -> matching filters; it grew
+                    // by one entry per distinct topic published under a wildcard filter,
+                    // forever. Start over when full (entries are recomputed on demand).
+                    if self.publish_filters.len() >= MAX_CACHED_TOPICS {
+                        self.publish_filters = HashMap::new();
+                    }
                     self.publish_filters.insert(topic.to_owned(), v.clone());
                 }
 
@@ -261,12 +278,28 @@ impl DataLog {
         publish_properties: Option<PublishProperties>,
         topic: Topic,
     ) {
-        let pub_with_props = (publish, publish_properties);
-        self.retained_publishes.insert(topic, pub_with_props.into());
+        let data: PublishData = (publish, publish_properties).into();
+        // netstrap patch 6: retained messages are bounded in bytes (they were kept for every
+        // topic ever published with RETAIN, forever). Over the bound a new one is not kept
+        // (it is still delivered to current subscribers) and the refusal is logged.
+        let replaced = self.retained_publishes.get(&topic).map_or(0, |d| d.size());
+        let bytes = self.retained_bytes - replaced + data.size();
+        if bytes > MAX_RETAINED_BYTES {
+            warn!(
+                target: "rumqttd::retained",
+                topic,
+                "retained message not kept: retained messages would take {bytes} bytes (at most {MAX_RETAINED_BYTES})"
+            );
+            return;
+        }
+        self.retained_bytes = bytes;
+        self.retained_publishes.insert(topic, data);
     }
 
     pub fn remove_from_retained_publishes(&mut self, topic: Topic) {
-        self.retained_publishes.remove(&topic);
+        if let Some(d) = self.retained_publishes.remove(&topic) {
+            self.retained_bytes -= d.size();
+        }
     }
 
     pub fn read_retained_messages(&mut self, filter: &str) -> Vec<PubWithProp> {
@@ -298,6 +331,8 @@ impl DataLog {
 
             is_valid
         });
+
+        self.retained_bytes = self.retained_publishes.values().map(|d| d.size()).sum();
 
         // no need to include timestamp when returning
         self.retained_publishes

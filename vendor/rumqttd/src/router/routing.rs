@@ -523,9 +523,10 @@ impl Router {
             );
         } else {
             tracker.pause(PauseReason::Busy);
-            let id = tracker.id.clone();
-            // Only save metrics in clean session
-            self.graveyard.save_metrics(id, connection.events);
+            // netstrap patch 3: nothing is kept for a clean session. rumqttd kept its events
+            // here for the meters API under the client id, forever: one entry per distinct
+            // client id that ever connected, a leak a client cycling ids turns into an OOM.
+            drop(connection.events);
         }
         self.router_meters.total_connections -= 1;
     }

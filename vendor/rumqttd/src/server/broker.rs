@@ -14,7 +14,7 @@ use flume::{RecvError, SendError, Sender};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use tracing::{error, field, info, warn, Instrument};
+use tracing::{debug, error, field, info, warn, Instrument};
 use uuid::Uuid;
 
 #[cfg(feature = "websocket")]
@@ -509,7 +509,9 @@ async fn remote<P: Protocol>(
     let connect_packet = match mqtt_connect(config, &mut network).await {
         Ok(p) => p,
         Err(e) => {
-            error!(error=?e, "Error while handling MQTT connect packet");
+            // netstrap patch 8: a client's bad CONNECT (or wrong password, or a port scanner)
+            // is the client's news, not the broker's error: rumqttd logged every one at ERROR.
+            debug!(error=?e, "Error while handling MQTT connect packet");
             return;
         }
     };
@@ -541,7 +543,10 @@ async fn remote<P: Protocol>(
         } else {
             AwaitingWill::Cancel
         };
-        sender.try_send(awaiting_will).unwrap();
+        // netstrap patch 9: the previous link may be gone already (its receiver dropped, e.g.
+        // a CONNECT the router refused); rumqttd's unwrap panicked here holding the
+        // `will_handlers` lock, poisoning it for every later connection.
+        let _ = sender.try_send(awaiting_will);
     }
 
     let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
@@ -578,18 +583,21 @@ async fn remote<P: Protocol>(
         // No need to send a disconnect message when disconnection
         // originated internally in the router.
         Err(remote::Error::Link(e)) => {
-            error!(error=?e, "router-drop");
+            // netstrap patch 8: this is how every client's DISCONNECT ends (the router drops
+            // the link), logged at ERROR by rumqttd.
+            debug!(error=?e, "router-drop");
             send_disconnect = false;
         }
         // Connection was closed by peer
         Err(remote::Error::Network(network::Error::Io(err)) | remote::Error::Io(err))
             if err.kind() == io::ErrorKind::ConnectionAborted =>
         {
-            info!(error=?err, "disconnected");
+            debug!(error=?err, "disconnected");
         }
         // Any other error
         Err(e) => {
-            error!(error=?e, "disconnected");
+            // netstrap patch 8: a client's keep-alive timeout, reset or malformed packet.
+            debug!(error=?e, "disconnected");
         }
     };
 
