@@ -1,4 +1,4 @@
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one exception, with its reason: `memory::trim`
 //! netstrap — a correct, stable network identity for peer-to-peer data nodes
 //! (EdgeLake/AnyLog first) on Kubernetes, Docker and plain hosts.
 //!
@@ -35,6 +35,7 @@ pub mod discover;
 pub mod health;
 pub mod lifecycle;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod peers;
 pub mod planes;

@@ -162,7 +162,52 @@ fn node_upstreams(settings: &mut Settings, table: &ConnectionTable) -> Result<()
     Ok(())
 }
 
+/// The embedded broker takes clients without credentials only on loopback, unless the operator
+/// said so (`NETSTRAP_BROKER_ANONYMOUS=true`, warned about): on any other address anyone who
+/// can reach it could read every message with a `#` subscription.
+fn anonymous_broker_allowed(settings: &Settings, table: &ConnectionTable) -> Result<(), String> {
+    let Some(row) = table.row(Plane::Broker) else { return Ok(()) };
+    if settings.broker_mode.value != BrokerMode::Embedded
+        || settings.broker_credentials.is_some()
+        || row.bind_ip.value.is_loopback()
+    {
+        return Ok(());
+    }
+    let listen = SocketAddr::new(row.bind_ip.value, row.port.value);
+    if settings.broker_anonymous.value {
+        warn!(
+            "broker: the embedded broker on {listen} accepts clients without credentials \
+             ({}): anyone who reaches it can publish and read every topic",
+            settings.broker_anonymous.why.source
+        );
+        return Ok(());
+    }
+    Err(format!(
+        "the embedded broker would listen on {listen} without credentials: set \
+         NETSTRAP_BROKER_USERNAME and NETSTRAP_BROKER_PASSWORD, or NETSTRAP_BROKER_ANONYMOUS=true \
+         to accept anyone (or bind it to loopback)"
+    ))
+}
+
+/// Raise the soft limit on open files to the hard one (systemd and some container runtimes
+/// start services at 1024 while allowing far more): each broker or relay client holds two
+/// descriptors. Returns the limit now in force.
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            warn!("cannot raise the open-file limit to {:?}: {e}", limit.maximum);
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
 pub fn run(mut settings: Settings) -> ExitCode {
+    let open_files = raise_open_file_limit();
+    tracing::debug!(?open_files, "open-file limit");
+    crate::memory::spawn_trimmer();
     let control = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -206,6 +251,11 @@ pub fn run(mut settings: Settings) -> ExitCode {
         error!("{e}");
         error!("nothing bound, nothing advertised");
         return ExitCode::FAILURE;
+    }
+    if let Err(e) = anonymous_broker_allowed(&settings, &table) {
+        error!("{e}");
+        error!("nothing bound, nothing advertised");
+        return ExitCode::from(2);
     }
 
     // Bind every listener before serving anything.
@@ -412,6 +462,7 @@ pub fn run(mut settings: Settings) -> ExitCode {
                     backlog: settings.broker_backlog,
                     credentials: settings.broker_credentials.clone().map(|(u, p)| (u, p.0)),
                     tls: broker_tls.clone(),
+                    limits: settings.broker_limits,
                     ..Default::default()
                 };
                 let relay_tls = broker_tls.clone();

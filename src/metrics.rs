@@ -43,6 +43,12 @@ pub struct EndpointLabel {
     pub endpoint: String,
 }
 
+/// Why the embedded broker refused something (`broker_guard`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabel {
+    pub reason: &'static str,
+}
+
 /// All of netstrap's metrics. Cheap to clone handles out of; counters are atomics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -53,6 +59,8 @@ pub struct Metrics {
     pub http_requests: Family<RequestLabel, Counter>,
     pub broker_clients: Gauge,
     pub broker_messages: Counter,
+    /// What the embedded broker's front door refused, by reason.
+    pub broker_refused: Family<RefusedLabel, Counter>,
     pub ready: Gauge,
     /// 1 when the advertised endpoint answered with this node's identity, else 0.
     pub endpoint_verified: Family<EndpointLabel, Gauge>,
@@ -75,6 +83,7 @@ impl Metrics {
             http_requests: Family::default(),
             broker_clients: Gauge::default(),
             broker_messages: Counter::default(),
+            broker_refused: Family::default(),
             ready: Gauge::default(),
             endpoint_verified: Family::default(),
         };
@@ -98,6 +107,11 @@ impl Metrics {
                 "broker_dropped_messages",
                 "MQTT messages the embedded broker skipped for a subscriber further behind than NETSTRAP_BROKER_BACKLOG",
                 crate::planes::broker_drops::DROPPED.clone(),
+            );
+            r.register(
+                "broker_refused",
+                "Packets and connections the embedded broker refused (SUBACK failure, CONNACK refusal, close), by reason",
+                m.broker_refused.clone(),
             );
             r.register("ready", "1 when /readyz answers 200", m.ready.clone());
             r.register(
@@ -142,5 +156,6 @@ pub struct ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.active.dec();
+        crate::memory::connection_closed();
     }
 }

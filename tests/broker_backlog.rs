@@ -109,10 +109,12 @@ fn dropped(n: &Netstrap) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_behind_within_the_backlog_gets_every_message() {
     let dir = tempfile::tempdir().unwrap();
-    let (n, port) = start_broker(dir.path(), vec![]).await;
+    // 20 000 messages of 64 bytes take ~5 MiB as the backlog counts them (topic, payload and
+    // ~200 bytes of bookkeeping each): within a 16 MiB backlog, beyond the 1 MiB default.
+    let (n, port) = start_broker(dir.path(), vec![("NETSTRAP_BROKER_BACKLOG", "16MiB".into())]).await;
     let (_sub, mut events) = subscriber(port, QoS::AtLeastOnce).await;
 
-    // Fan-in while the subscriber reads nothing: 10 publishers × 2000 (1.3 MB in all).
+    // Fan-in while the subscriber reads nothing: 10 publishers × 2000 (1.3 MB on the wire).
     let publishers: Vec<_> = (0..10).map(|id| tokio::spawn(publish(port, id, 2000, 64))).collect();
     for p in publishers {
         p.await.unwrap();

@@ -38,6 +38,8 @@ fn netstrap_env(c: &Cluster, pod: &Pod, svc: &str) -> Vec<(&'static str, String)
         ("NETSTRAP_SERVICE", svc.to_string()),
         ("NODE_TYPE", "generic".into()),
         ("ANYLOG_BROKER_PORT", BROKER.to_string()),
+        // The pods' brokers listen on their pod address without credentials.
+        ("NETSTRAP_BROKER_ANONYMOUS", "true".into()),
         ("NETSTRAP_STATE_DIR", c.dir.path().join(format!("state-{}", pod.name)).display().to_string()),
         // The harness reprograms every node synchronously: no kube-proxy lag to wait out.
         ("NETSTRAP_SHUTDOWN_DELAY", "0".into()),

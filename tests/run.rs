@@ -27,6 +27,7 @@ fn start(extra: &[(&str, &str)]) -> Node {
         .env("ANYLOG_SERVER_PORT", tcp.to_string())
         .env("ANYLOG_REST_PORT", rest.to_string())
         .env("ANYLOG_BROKER_PORT", broker.to_string())
+        .env("NETSTRAP_BROKER_ANONYMOUS", "true")
         .env("NETSTRAP_STATE_DIR", dir.path().join("state"))
         .env("NETSTRAP_LOG_FORMAT", "json")
         .envs(extra.iter().copied())

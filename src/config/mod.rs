@@ -241,6 +241,12 @@ pub struct Settings {
     pub broker_upstream: Option<SocketAddr>,
     /// `NETSTRAP_BROKER_BACKLOG`, bytes.
     pub broker_backlog: usize,
+    /// The embedded broker's subscription limits (`NETSTRAP_BROKER_MAX_SUBSCRIPTIONS`,
+    /// `NETSTRAP_BROKER_MAX_FILTERS`).
+    pub broker_limits: crate::planes::broker_guard::Limits,
+    /// `NETSTRAP_BROKER_ANONYMOUS`: the embedded broker may accept clients without
+    /// credentials on an address beyond loopback.
+    pub broker_anonymous: Found<bool>,
     /// `NETSTRAP_READY_UPSTREAM`: readiness requires the node's upstreams to accept.
     pub ready_upstream: bool,
 
@@ -271,7 +277,7 @@ pub struct Settings {
 pub const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off,rumqttd::segments=off";
 
 /// `NETSTRAP_BROKER_BACKLOG` when unset.
-pub const DEFAULT_BROKER_BACKLOG: usize = 16 << 20;
+pub const DEFAULT_BROKER_BACKLOG: usize = 4 << 20;
 
 /// `4096`, `512KiB`, `16MiB`, `1GiB` (also `KB`/`MB`/`GB`, read as powers of 1024) → bytes,
 /// within 64 KiB ..= 4 GiB.
@@ -694,6 +700,26 @@ impl Settings {
             .map(|f| f.value)
             .unwrap_or(DEFAULT_BROKER_BACKLOG);
 
+        let mut count = |key: &str, max: usize, default: usize| {
+            r.parse(key, &format!("a whole number from 1 to {max}"), |s| match s.parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                Ok(_) => Err("out of range".into()),
+                Err(_) => Err("not a whole number".into()),
+            })
+            .map(|f| f.value)
+            .unwrap_or(default)
+        };
+        let defaults = crate::planes::broker_guard::Limits::default();
+        let broker_limits = crate::planes::broker_guard::Limits {
+            subscriptions_per_client: count(
+                "NETSTRAP_BROKER_MAX_SUBSCRIPTIONS",
+                65_535,
+                defaults.subscriptions_per_client,
+            ),
+            filters: count("NETSTRAP_BROKER_MAX_FILTERS", 1_000_000, defaults.filters),
+        };
+        let broker_anonymous = r.bool("NETSTRAP_BROKER_ANONYMOUS", false);
+
         let log_json = r
             .choice("NETSTRAP_LOG_FORMAT", &[("text", false), ("json", true)])
             .map(|f| f.value)
@@ -804,6 +830,8 @@ impl Settings {
             broker_mode,
             broker_upstream,
             broker_backlog,
+            broker_limits,
+            broker_anonymous,
             ledger: r.string("NETSTRAP_LEDGER").map(|f| f.value),
             declare,
             is_hidden: r.bool("IS_HIDDEN", false).value,

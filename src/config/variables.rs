@@ -167,11 +167,29 @@ pub const NETSTRAP: &[Variable] = &[
     v("NETSTRAP_BROKER_UPSTREAM", "unset", "co-located broker address for relay mode"),
     v(
         "NETSTRAP_BROKER_BACKLOG",
-        "16MiB",
-        "embedded broker: recent messages (topic + payload bytes) kept per topic filter, and per \
-         published topic no filter matches, for subscribers that lag; one further behind skips the \
-         oldest (counted in netstrap_broker_dropped_messages_total); up to ~4x this in memory per \
-         such topic for small messages; bytes or KiB/MiB/GiB, 64KiB to 4GiB",
+        "4MiB",
+        "embedded broker: recent messages kept per topic filter for subscribers that lag, counted as \
+         the memory they take (topic + payload + ~200 bytes each); one further behind skips the oldest \
+         (counted in netstrap_broker_dropped_messages_total); the broker's worst case is \
+         NETSTRAP_BROKER_MAX_FILTERS times this (docs/broker.md); bytes or KiB/MiB/GiB, 64KiB to 4GiB",
+    ),
+    v(
+        "NETSTRAP_BROKER_MAX_SUBSCRIPTIONS",
+        "32",
+        "embedded broker: topic filters one client connection may hold; a SUBSCRIBE beyond gets a \
+         SUBACK failure (0x80), counted in netstrap_broker_refused_total",
+    ),
+    v(
+        "NETSTRAP_BROKER_MAX_FILTERS",
+        "64",
+        "embedded broker: distinct topic filters taken on since start (rumqttd keeps each filter's \
+         backlog until exit); a SUBSCRIBE to a new filter beyond gets a SUBACK failure (0x80)",
+    ),
+    v(
+        "NETSTRAP_BROKER_ANONYMOUS",
+        "false",
+        "embedded broker: accept clients without credentials on an address beyond loopback; without \
+         it such a broker needs NETSTRAP_BROKER_USERNAME/PASSWORD (netstrap refuses to start)",
     ),
     v(
         "NETSTRAP_TCP_EXTERNAL_PORT",

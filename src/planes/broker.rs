@@ -14,8 +14,12 @@
 //!   pre-bound listener can be handed over ([`serve_embedded_on`]) without a bind race;
 //! - a connection limit below the router's own: rumqttd refuses a CONNECT over its
 //!   `max_connections` but leaves the refused client's will handler behind, and the next
-//!   CONNECT with that client id panics while holding a shared mutex, which poisons it and
-//!   breaks every later connection (rumqttd 0.20 `server/broker.rs`, `remote()`);
+//!   CONNECT with that client id panicked while holding a shared mutex, which poisoned it and
+//!   broke every later connection (rumqttd 0.20 `server/broker.rs`, `remote()`; patched since,
+//!   patch 9, and the limit stays as a second guard);
+//! - the client's packets are read before rumqttd sees them (`broker_guard`): protocol
+//!   versions rumqttd cannot serve get a CONNACK saying so, and SUBSCRIBEs over the limits get
+//!   a SUBACK failure written into the client's stream by netstrap;
 //! - per-connection metrics (connections, bytes, clients, PUBLISH packets) from the bytes we
 //!   already copy, since rumqttd's meters need its private timer link;
 //! - shutdown closes every client connection; aborting rumqttd's accept loop would leave
@@ -37,11 +41,12 @@
 //! TLS for the readiness check.
 //!
 //! The router thread cannot be stopped (it holds a sender to itself); it idles after shutdown
-//! until the process exits. Memory is bounded by the backlog (each topic filter, and each
-//! published topic no filter matches, keeps at most `NETSTRAP_BROKER_BACKLOG` of recent
-//! messages, which lagging subscribers read from; rumqttd never drops such a log)
-//! and the connection limit. rumqttd never slows a publisher for a subscriber: one further
-//! behind than the backlog skips the oldest messages, which `broker_drops` counts and reports.
+//! until the process exits. Memory is bounded by the front door's limits (`broker_guard`: the
+//! distinct topic filters, each keeping at most `NETSTRAP_BROKER_BACKLOG` of recent messages
+//! for lagging subscribers; rumqttd never drops such a log), rumqttd's patched bounds
+//! (`vendor/rumqttd/NETSTRAP-PATCHES.md`) and the connection limit; docs/broker.md has the
+//! arithmetic. rumqttd never slows a publisher for a subscriber: one further behind than the
+//! backlog skips the oldest messages, which `broker_drops` counts and reports.
 
 use std::collections::HashMap;
 use std::io;
@@ -49,7 +54,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use rumqttd::protocol::v4::V4;
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
@@ -60,6 +64,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::Shutdown;
+use super::broker_guard::{self, Guard, Inspector, Limits};
 use crate::bind::BindError;
 use crate::metrics::{Metrics, PlaneLabel};
 use crate::table::Plane;
@@ -95,6 +100,8 @@ pub struct BrokerOptions {
     pub credentials: Option<(String, String)>,
     /// Accept MQTT over TLS only, with this configuration (see `crate::tls`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Subscription limits the front door enforces (see `broker_guard`).
+    pub limits: Limits,
 }
 
 impl Default for BrokerOptions {
@@ -107,6 +114,7 @@ impl Default for BrokerOptions {
             backlog: crate::config::DEFAULT_BROKER_BACKLOG,
             credentials: None,
             tls: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -185,20 +193,17 @@ pub async fn serve_embedded_on(
     );
 
     let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let guard = Guard::new(opts.limits, metrics.broker_refused.clone());
     let front = accept_loop(&listener, opts.max_connections, &shutdown, |client, peer| {
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
+        let guard = guard.clone();
         async move {
             let _conn = metrics.connection(Plane::Broker);
             let _client = GaugeGuard::inc(&metrics.broker_clients);
             let Some(client) = Client::accept(client, peer, tls.as_ref(), &shutdown).await else { return };
-            let upstream = match connect(internal).await {
-                Ok(s) => s,
-                Err(e) => return warn!(%peer, "broker: embedded MQTT server unreachable on {internal}: {e}"),
-            };
-            let publishes = Some(metrics.broker_messages.clone());
-            if let Err(e) = client.splice(upstream, &metrics, publishes, &shutdown).await {
+            if let Err(e) = client.front_door(internal, guard, &metrics, &shutdown).await {
                 debug!(%peer, "broker connection ended: {e}");
             }
         }
@@ -249,7 +254,7 @@ pub async fn serve_relay_tls(
         async move {
             let _conn = metrics.connection(Plane::Broker);
             let Some(client) = Client::accept(client, peer, tls.as_ref(), &shutdown).await else { return };
-            let server = match connect(upstream).await {
+            let server = match connect_to(upstream).await {
                 Ok(s) => s,
                 Err(e) => {
                     if let Some(more) = RELAY_DOWN.allow() {
@@ -258,7 +263,7 @@ pub async fn serve_relay_tls(
                     return;
                 }
             };
-            if let Err(e) = client.splice(server, &metrics, None, &shutdown).await {
+            if let Err(e) = client.splice(server, &metrics, &shutdown).await {
                 debug!(%peer, "broker relay connection ended: {e}");
             }
         }
@@ -303,7 +308,7 @@ fn free_loopback_port() -> io::Result<SocketAddr> {
     std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
 }
 
-async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+async fn connect_to(addr: SocketAddr) -> io::Result<TcpStream> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| {
         io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {CONNECT_TIMEOUT:?}"))
     })??;
@@ -356,55 +361,101 @@ where
 /// Bytes are counted as they pass, so long-lived MQTT connections show up in the metrics
 /// before they end.
 ///
-/// With `publishes` (the embedded broker), the client's packets are scanned: PUBLISH packets
-/// are counted, and after a DISCONNECT packet the client's EOF is *not* passed on. rumqttd
-/// then closes the link because its router dropped it, not because the socket closed; on a
-/// socket close it sends the router a second Disconnect for the connection id, which by then
-/// may belong to the next client (the router reuses ids) and drops that client instead.
+/// With an `inspector` (the embedded broker), the client's packets go through it
+/// (`broker_guard`): PUBLISH packets are counted, refused SUBSCRIBEs answered by netstrap in
+/// the client's stream at a packet boundary, and after a DISCONNECT packet the client's EOF is
+/// *not* passed on. rumqttd then closes the link because its router dropped it, not because
+/// the socket closed; on a socket close it sends the router a second Disconnect for the
+/// connection id, which by then may belong to the next client (the router reuses ids) and
+/// drops that client instead.
+///
+/// An idle connection holds no buffer: reads go to a small inline one, and a heap buffer is
+/// taken only while a read fills it (see [`ReadBuf`]).
 async fn splice(
     (mut client_r, mut client_w): (impl AsyncRead + Unpin, impl AsyncWrite + Unpin),
     mut server: TcpStream,
     metrics: &Metrics,
-    publishes: Option<Counter>,
+    mut inspector: Option<Inspector>,
     shutdown: &Shutdown,
 ) -> io::Result<()> {
     let label = PlaneLabel::of(Plane::Broker);
     let received = metrics.bytes_received.get_or_create(&label).clone();
     let sent = metrics.bytes_sent.get_or_create(&label).clone();
+    let publishes = metrics.broker_messages.clone();
     let (mut server_r, mut server_w) = server.split();
+    // Answers netstrap writes into the client's stream (refused SUBSCRIBEs).
+    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
 
     let inbound = async {
-        let mut scanner = PacketScanner::default();
-        let mut buf = vec![0u8; BUFFER];
+        let mut buf = ReadBuf::default();
         loop {
-            let n = client_r.read(&mut buf).await?;
+            let n = client_r.read(buf.slot()).await?;
             if n == 0 {
-                if scanner.disconnected {
+                if inspector.as_ref().is_some_and(|i| i.disconnected) {
                     return Ok(());
                 }
                 return server_w.shutdown().await;
             }
             received.inc_by(n as u64);
-            if let Some(c) = &publishes {
-                let n = scanner.feed(&buf[..n]);
-                if n > 0 {
-                    c.inc_by(n);
+            let Some(inspector) = inspector.as_mut() else {
+                server_w.write_all(buf.filled(n)).await?;
+                continue;
+            };
+            let mut out = broker_guard::Out::default();
+            inspector.feed(buf.filled(n), &mut out);
+            publishes.inc_by(out.publishes);
+            server_w.write_all(&out.forward).await?;
+            for reply in out.replies {
+                if reply_tx.send(reply).await.is_err() {
+                    return Ok(());
                 }
             }
-            server_w.write_all(&buf[..n]).await?;
+            if out.close {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "client sent what the broker refuses",
+                ));
+            }
         }
     };
     let outbound = async {
-        let mut buf = vec![0u8; BUFFER];
+        let mut buf = ReadBuf::default();
+        let mut framer = Framer::default();
+        let mut replies_open = true;
         loop {
-            let n = server_r.read(&mut buf).await?;
-            if n == 0 {
-                // The server closed: for MQTT the connection is over, whatever the client does.
-                let _ = client_w.shutdown().await;
-                return Ok::<(), io::Error>(());
+            tokio::select! {
+                reply = reply_rx.recv(), if replies_open && framer.at_boundary() => match reply {
+                    Some(reply) => {
+                        client_w.write_all(&reply).await?;
+                        sent.inc_by(reply.len() as u64);
+                    }
+                    None => replies_open = false,
+                },
+                n = server_r.read(buf.slot()) => {
+                    let n = n?;
+                    if n == 0 {
+                        // The server closed: for MQTT the connection is over, whatever the client does.
+                        let _ = client_w.shutdown().await;
+                        return Ok::<(), io::Error>(());
+                    }
+                    let chunk = buf.filled(n);
+                    // Replies waiting while the stream is mid-packet go in at the last packet
+                    // boundary of this chunk.
+                    let at = if replies_open { framer.feed(chunk) } else { None };
+                    match at {
+                        Some(at) if !reply_rx.is_empty() => {
+                            client_w.write_all(&chunk[..at]).await?;
+                            while let Ok(reply) = reply_rx.try_recv() {
+                                client_w.write_all(&reply).await?;
+                                sent.inc_by(reply.len() as u64);
+                            }
+                            client_w.write_all(&chunk[at..]).await?;
+                        }
+                        _ => client_w.write_all(chunk).await?,
+                    }
+                    sent.inc_by(n as u64);
+                }
             }
-            client_w.write_all(&buf[..n]).await?;
-            sent.inc_by(n as u64);
         }
     };
     tokio::pin!(inbound, outbound);
@@ -417,6 +468,43 @@ async fn splice(
     tokio::select! {
         r = tokio::time::timeout(LINGER, &mut outbound) => r.unwrap_or(Ok(())),
         () = shutdown.cancelled() => Ok(()),
+    }
+}
+
+/// A read buffer that costs an idle connection nothing on the heap: reads go to a small inline
+/// array; when one fills it, the connection is busy and the next reads use a heap buffer of
+/// `BUFFER` bytes, given back as soon as a read does not fill it.
+struct ReadBuf {
+    small: [u8; 512],
+    big: Option<Box<[u8]>>,
+    /// The last read filled its buffer.
+    busy: bool,
+}
+
+impl Default for ReadBuf {
+    fn default() -> Self {
+        ReadBuf { small: [0; 512], big: None, busy: false }
+    }
+}
+
+impl ReadBuf {
+    fn slot(&mut self) -> &mut [u8] {
+        if self.busy {
+            self.big.get_or_insert_with(|| vec![0; BUFFER].into_boxed_slice())
+        } else {
+            self.big = None;
+            &mut self.small
+        }
+    }
+
+    /// The `n` bytes the last read put in `slot()`.
+    fn filled(&mut self, n: usize) -> &[u8] {
+        let buf: &[u8] = match &self.big {
+            Some(big) if self.busy => big,
+            _ => &self.small,
+        };
+        self.busy = n == buf.len();
+        &buf[..n]
     }
 }
 
@@ -452,28 +540,66 @@ impl Client {
         }
     }
 
-    async fn splice(
+    /// Relay: copy bytes both ways.
+    async fn splice(self, server: TcpStream, metrics: &Metrics, shutdown: &Shutdown) -> io::Result<()> {
+        match self {
+            Client::Plain(mut s) => splice(s.split(), server, metrics, None, shutdown).await,
+            Client::Tls(s) => splice(tokio::io::split(*s), server, metrics, None, shutdown).await,
+        }
+    }
+
+    /// Embedded broker: read the CONNECT (within `CONNECT_TIMEOUT`) and decide on it, then dial
+    /// rumqttd at `internal` and splice with the front door's inspection (`broker_guard`).
+    async fn front_door(
         self,
-        server: TcpStream,
+        internal: SocketAddr,
+        guard: Arc<Guard>,
         metrics: &Metrics,
-        publishes: Option<Counter>,
         shutdown: &Shutdown,
     ) -> io::Result<()> {
         match self {
-            Client::Plain(mut s) => splice(s.split(), server, metrics, publishes, shutdown).await,
-            Client::Tls(s) => splice(tokio::io::split(*s), server, metrics, publishes, shutdown).await,
+            Client::Plain(mut s) => front_door(s.split(), internal, guard, metrics, shutdown).await,
+            Client::Tls(s) => front_door(tokio::io::split(*s), internal, guard, metrics, shutdown).await,
         }
     }
 }
 
-/// Finds MQTT packet boundaries in a byte stream (fixed header: type nibble, then a 1–4 byte
-/// remaining length), skipping bodies without looking at them. A malformed length stops the
-/// scan; the broker closes such a connection anyway.
+async fn front_door(
+    (mut client_r, mut client_w): (impl AsyncRead + Unpin, impl AsyncWrite + Unpin),
+    internal: SocketAddr,
+    guard: Arc<Guard>,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> io::Result<()> {
+    let read = broker_guard::read_packet(&mut client_r, broker_guard::MAX_INSPECTED);
+    let connect = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        r = tokio::time::timeout(CONNECT_TIMEOUT, read) => r.map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, format!("no CONNECT within {CONNECT_TIMEOUT:?}"))
+        })??,
+    };
+    let label = PlaneLabel::of(Plane::Broker);
+    metrics.bytes_received.get_or_create(&label).inc_by(connect.len() as u64);
+    if let broker_guard::Connect::Refuse(connack) = broker_guard::connect(&guard, &connect) {
+        client_w.write_all(&connack).await?;
+        metrics.bytes_sent.get_or_create(&label).inc_by(connack.len() as u64);
+        return client_w.shutdown().await;
+    }
+    let mut upstream = connect_to(internal).await.map_err(|e| {
+        io::Error::new(e.kind(), format!("embedded MQTT server unreachable on {internal}: {e}"))
+    })?;
+    upstream.write_all(&connect).await?;
+    let inspector = Inspector::new(guard);
+    splice((client_r, client_w), upstream, metrics, Some(inspector), shutdown).await
+}
+
+/// Finds MQTT packet boundaries in the broker's stream to a client (fixed header: type byte,
+/// then a 1–4 byte remaining length), skipping bodies without looking at them, so that
+/// netstrap's own answers go in between packets. A malformed length stops it (no boundary is
+/// reported again; rumqttd does not send such a thing).
 #[derive(Debug, Default)]
-struct PacketScanner {
+struct Framer {
     state: Scan,
-    /// The client sent DISCONNECT.
-    disconnected: bool,
 }
 
 #[derive(Debug, Default)]
@@ -488,40 +614,45 @@ enum Scan {
     Malformed,
 }
 
-impl PacketScanner {
-    /// Feed the next bytes; returns how many PUBLISH packets started in them.
-    fn feed(&mut self, mut bytes: &[u8]) -> u64 {
-        let mut publishes = 0;
-        while let Some((&b, rest)) = bytes.split_first() {
+impl Framer {
+    fn at_boundary(&self) -> bool {
+        matches!(self.state, Scan::Header)
+    }
+
+    /// Feed the next bytes; returns the offset in them just after the last packet that ended
+    /// in them (0 when they start at a boundary and no packet ends in them).
+    fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        let mut last = self.at_boundary().then_some(0);
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let b = bytes[pos];
             match self.state {
                 Scan::Header => {
-                    match b >> 4 {
-                        3 => publishes += 1,
-                        14 => self.disconnected = true,
-                        _ => {}
-                    }
                     self.state = Scan::Length { value: 0, shift: 0 };
-                    bytes = rest;
+                    pos += 1;
                 }
                 Scan::Length { value, shift } => {
                     let value = value | (usize::from(b & 0x7f) << shift);
+                    pos += 1;
                     self.state = match (b & 0x80 != 0, shift) {
                         (true, 21) => Scan::Malformed,
                         (true, _) => Scan::Length { value, shift: shift + 7 },
                         (false, _) if value == 0 => Scan::Header,
                         (false, _) => Scan::Body(value),
                     };
-                    bytes = rest;
                 }
                 Scan::Body(remaining) => {
-                    let take = remaining.min(bytes.len());
+                    let take = remaining.min(bytes.len() - pos);
+                    pos += take;
                     self.state = if take == remaining { Scan::Header } else { Scan::Body(remaining - take) };
-                    bytes = &bytes[take..];
                 }
-                Scan::Malformed => break,
+                Scan::Malformed => return None,
+            }
+            if self.at_boundary() {
+                last = Some(pos);
             }
         }
-        publishes
+        last
     }
 }
 
@@ -654,18 +785,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scanner_finds_publishes_and_disconnect_across_chunk_boundaries() {
-        // PUBLISH "t" "hi" (QoS 0), PINGREQ, PUBLISH with a 200-byte body (2-byte length),
-        // DISCONNECT.
-        let mut stream = vec![0x30, 0x05, 0x00, 0x01, b't', b'h', b'i', 0xc0, 0x00, 0x32, 0xc8, 0x01];
+    fn framer_finds_the_last_boundary_across_chunk_boundaries() {
+        // PUBLISH "t" "hi" (QoS 0), PINGRESP, PUBLISH with a 200-byte body (2-byte length).
+        let mut stream = vec![0x30, 0x05, 0x00, 0x01, b't', b'h', b'i', 0xd0, 0x00, 0x32, 0xc8, 0x01];
         stream.extend(std::iter::repeat_n(0xe0u8, 200));
-        stream.extend([0xe0, 0x00]);
+        let ends = [7, 9, stream.len()];
         for split in 0..stream.len() {
-            let mut s = PacketScanner::default();
-            let n = s.feed(&stream[..split]);
-            assert_eq!(s.disconnected, split > stream.len() - 2, "DISCONNECT at split {split}");
-            assert_eq!(n + s.feed(&stream[split..]), 2, "split at {split}");
-            assert!(s.disconnected && matches!(s.state, Scan::Header), "split at {split}");
+            let mut f = Framer::default();
+            let first = f.feed(&stream[..split]);
+            let expected = ends.iter().copied().filter(|&e| e <= split).max().or(Some(0));
+            assert_eq!(first, expected, "first part, split at {split}");
+            let second = f.feed(&stream[split..]);
+            assert_eq!(second, Some(stream.len() - split), "second part, split at {split}");
+            assert!(f.at_boundary());
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod broker_drops;
+pub mod broker_guard;
 pub mod rest;
 pub mod tcp;
 

@@ -32,6 +32,9 @@ pub fn start(state: &Path, env: &[(&str, String)]) -> Netstrap {
         .env("ANYLOG_REST_PORT", rest.to_string())
         .env("NETSTRAP_STATE_DIR", state)
         .env("NETSTRAP_SOURCE_TIMEOUT_MS", "1000")
+        // The broker binds 0.0.0.0 here (BROKER_BIND=false): tests that are not about
+        // credentials let anyone in, as an operator would have to say (tests/broker_limits.rs).
+        .env("NETSTRAP_BROKER_ANONYMOUS", "true")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

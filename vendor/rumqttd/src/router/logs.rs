@@ -69,6 +69,8 @@ pub struct DataLog {
     retained_publishes: HashMap<Topic, PublishData>,
     /// netstrap patch 6: what `retained_publishes` holds, as `Storage::size` counts it.
     retained_bytes: usize,
+    /// netstrap patch 6: retained messages not kept, since start.
+    retained_refused: u64,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
 }
@@ -98,6 +100,7 @@ impl DataLog {
             filter_indexes,
             retained_publishes,
             retained_bytes: 0,
+            retained_refused: 0,
         })
     }
 
@@ -278,6 +281,12 @@ impl DataLog {
         publish_properties: Option<PublishProperties>,
         topic: Topic,
     ) {
+        // netstrap patch 6: own copies of topic and payload. Both are slices of the network
+        // read buffer they arrived in, which a retained message would otherwise keep alive
+        // whole (a 200-byte retained message pinned the read buffer it came in).
+        let mut publish = publish;
+        publish.topic = bytes::Bytes::copy_from_slice(&publish.topic);
+        publish.payload = bytes::Bytes::copy_from_slice(&publish.payload);
         let data: PublishData = (publish, publish_properties).into();
         // netstrap patch 6: retained messages are bounded in bytes (they were kept for every
         // topic ever published with RETAIN, forever). Over the bound a new one is not kept
@@ -285,11 +294,16 @@ impl DataLog {
         let replaced = self.retained_publishes.get(&topic).map_or(0, |d| d.size());
         let bytes = self.retained_bytes - replaced + data.size();
         if bytes > MAX_RETAINED_BYTES {
-            warn!(
-                target: "rumqttd::retained",
-                topic,
-                "retained message not kept: retained messages would take {bytes} bytes (at most {MAX_RETAINED_BYTES})"
-            );
+            // Logged the 1st, 2nd, 4th, 8th... time: a flood of them is one line per doubling.
+            self.retained_refused += 1;
+            if self.retained_refused.is_power_of_two() {
+                warn!(
+                    target: "rumqttd::retained",
+                    topic,
+                    refused = self.retained_refused,
+                    "retained message not kept: retained messages would take {bytes} bytes (at most {MAX_RETAINED_BYTES})"
+                );
+            }
             return;
         }
         self.retained_bytes = bytes;

@@ -348,14 +348,26 @@ pub struct IncomingMeter {
     total_publishes: MeterData,
 }
 
+/// netstrap patch 10: topics metered one by one per connection.
+const MAX_METERED_TOPICS: usize = 64;
+
 impl IncomingMeter {
     pub fn register_publish(&mut self, publish: &Publish) -> Result<(), std::str::Utf8Error> {
-        let meter = {
-            let topic = std::str::from_utf8(&publish.topic)?.to_string();
-            self.publishes.entry(topic).or_default()
+        let topic = std::str::from_utf8(&publish.topic)?;
+        // netstrap patch 10: a meter per topic a client published to, kept for the
+        // connection's life, grew by one entry per distinct topic: a client publishing to new
+        // topics grew it without bound. Topics beyond the first MAX_METERED_TOPICS count in the
+        // total only.
+        let room = self.publishes.len() < MAX_METERED_TOPICS;
+        let meter = if room || self.publishes.contains_key(topic) {
+            Some(self.publishes.entry(topic.to_string()).or_default())
+        } else {
+            None
         };
-        meter.count += 1;
-        meter.size += publish.len();
+        if let Some(meter) = meter {
+            meter.count += 1;
+            meter.size += publish.len();
+        }
 
         self.total_publishes.count += 1;
         self.total_publishes.size += publish.len();
