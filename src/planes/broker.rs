@@ -1,14 +1,15 @@
-//! The broker plane: an embedded MQTT broker (rumqttd, MQTT 3.1.1), or an L4 relay to the
+//! The broker plane: an embedded MQTT broker (rumqttd, MQTT 3.1.1 and 5), or an L4 relay to the
 //! node's own broker; and `mqtt_ping`, the readiness probe "the broker answers a CONNECT".
 //!
 //! # Embedded mode: a front door before rumqttd
 //!
 //! rumqttd's `Broker::start` runs every server on a thread with its own runtime and only logs a
 //! bind failure, so netstrap assembles the pieces itself: `Router::spawn` (the router runs on its
-//! own thread), then `Server::<V4>::start` polled inside [`serve_embedded`] on the caller's
-//! runtime. That server binds `127.0.0.1:<ephemeral>`, not the public address: netstrap binds
-//! the public address itself and splices each client to the internal port. The extra loopback
-//! hop buys what rumqttd's own accept loop cannot give:
+//! own thread), then `Server::<V4>::start` and `Server::<V5>::start` polled inside
+//! [`serve_embedded`] on the caller's runtime. Those servers bind `127.0.0.1:<ephemeral>`, not
+//! the public address: netstrap binds the public address itself and splices each client to the
+//! internal port for its MQTT version. The extra loopback hop buys what rumqttd's own accept
+//! loop cannot give:
 //!
 //! - bind errors on the public address name the address and the cause (`crate::bind`), and a
 //!   pre-bound listener can be handed over ([`serve_embedded_on`]) without a bind race;
@@ -56,6 +57,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 use rumqttd::protocol::v4::V4;
+use rumqttd::protocol::v5::V5;
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -160,33 +162,16 @@ pub async fn serve_embedded_on(
     }
     let router_tx = Router::new(0, router_config(opts.max_connections, opts.backlog)).spawn();
 
-    // The internal port is chosen by binding :0 and releasing it just before rumqttd binds it
-    // (rumqttd binds by address only); another process taking it in between is retried.
-    let mut attempt = 0;
-    let (internal, mut server) = loop {
-        attempt += 1;
-        let internal = free_loopback_port().map_err(|e| BrokerError::Internal {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            reason: format!("cannot pick a loopback port: {e}"),
-        })?;
-        let mut server = Server::new(server_settings(&opts, internal), router_tx.clone(), V4);
-        let mut run = Box::pin(async move { server.start(LinkType::Remote).await });
-        // `Server::start` binds on its first poll and otherwise only returns on error, so a
-        // future that is still pending after one poll is listening.
-        let failed = tokio::select! {
-            biased;
-            r = &mut run => Some(r.err().map(|e| e.to_string()).unwrap_or_default()),
-            () = std::future::ready(()) => None,
-        };
-        match failed {
-            None => break (internal, run),
-            Some(reason) if attempt >= 3 => return Err(BrokerError::Internal { addr: internal, reason }),
-            Some(reason) => debug!(%internal, reason, "internal broker port taken; picking another"),
-        }
-    };
+    let v4 = |addr| Server::new(server_settings(&opts, addr), router_tx.clone(), V4);
+    let (internal, mut server) = start_internal(v4).await?;
+    // MQTT 5 clients go to rumqttd's v5 server, on the same router.
+    let v5 = |addr| Server::new(server_settings(&opts, addr), router_tx.clone(), V5);
+    let (internal_v5, mut server_v5) = start_internal(v5).await?;
+    let internal = Internal { v4: internal, v5: internal_v5 };
     info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        %internal,
+        internal = %internal.v4,
+        internal_v5 = %internal.v5,
         max_connections = opts.max_connections,
         auth = opts.credentials.is_some(),
         "broker plane: embedded MQTT broker serving"
@@ -211,9 +196,56 @@ pub async fn serve_embedded_on(
     tokio::select! {
         () = front => Ok(()),
         r = &mut server => Err(BrokerError::Internal {
-            addr: internal,
-            reason: format!("stopped: {}", r.err().map(|e| e.to_string()).unwrap_or_default()),
+            addr: internal.v4,
+            reason: format!("stopped: {}", r.err().unwrap_or_default()),
         }),
+        r = &mut server_v5 => Err(BrokerError::Internal {
+            addr: internal.v5,
+            reason: format!("stopped: {}", r.err().unwrap_or_default()),
+        }),
+    }
+}
+
+/// rumqttd's loopback servers: MQTT 3.1.1 and MQTT 5.
+#[derive(Clone, Copy, Debug)]
+struct Internal {
+    v4: SocketAddr,
+    v5: SocketAddr,
+}
+
+type ServerRun = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Start one of rumqttd's servers for `protocol` on a loopback port. The port is chosen by
+/// binding :0 and releasing it just before rumqttd binds it (rumqttd binds by address only);
+/// another process taking it in between is retried.
+async fn start_internal<P>(
+    server: impl Fn(SocketAddr) -> Server<P>,
+) -> Result<(SocketAddr, ServerRun), BrokerError>
+where
+    P: rumqttd::protocol::Protocol + Clone + Send + Sync + 'static,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let internal = free_loopback_port().map_err(|e| BrokerError::Internal {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            reason: format!("cannot pick a loopback port: {e}"),
+        })?;
+        let mut server = server(internal);
+        let mut run: ServerRun =
+            Box::pin(async move { server.start(LinkType::Remote).await.map_err(|e| e.to_string()) });
+        // `Server::start` binds on its first poll and otherwise only returns on error, so a
+        // future that is still pending after one poll is listening.
+        let failed = tokio::select! {
+            biased;
+            r = &mut run => Some(r.err().unwrap_or_default()),
+            () = std::future::ready(()) => None,
+        };
+        match failed {
+            None => return Ok((internal, run)),
+            Some(reason) if attempt >= 3 => return Err(BrokerError::Internal { addr: internal, reason }),
+            Some(reason) => debug!(%internal, reason, "internal broker port taken; picking another"),
+        }
     }
 }
 
@@ -549,10 +581,11 @@ impl Client {
     }
 
     /// Embedded broker: read the CONNECT (within `CONNECT_TIMEOUT`) and decide on it, then dial
-    /// rumqttd at `internal` and splice with the front door's inspection (`broker_guard`).
+    /// rumqttd's server for its protocol version and splice with the front door's inspection
+    /// (`broker_guard`).
     async fn front_door(
         self,
-        internal: SocketAddr,
+        internal: Internal,
         guard: Arc<Guard>,
         metrics: &Metrics,
         shutdown: &Shutdown,
@@ -566,7 +599,7 @@ impl Client {
 
 async fn front_door(
     (mut client_r, mut client_w): (impl AsyncRead + Unpin, impl AsyncWrite + Unpin),
-    internal: SocketAddr,
+    internal: Internal,
     guard: Arc<Guard>,
     metrics: &Metrics,
     shutdown: &Shutdown,
@@ -580,16 +613,20 @@ async fn front_door(
     };
     let label = PlaneLabel::of(Plane::Broker);
     metrics.bytes_received.get_or_create(&label).inc_by(connect.len() as u64);
-    if let broker_guard::Connect::Refuse(connack) = broker_guard::connect(&guard, &connect) {
-        client_w.write_all(&connack).await?;
-        metrics.bytes_sent.get_or_create(&label).inc_by(connack.len() as u64);
-        return client_w.shutdown().await;
-    }
+    let v5 = match broker_guard::connect(&guard, &connect) {
+        broker_guard::Connect::Forward { v5 } => v5,
+        broker_guard::Connect::Refuse(connack) => {
+            client_w.write_all(&connack).await?;
+            metrics.bytes_sent.get_or_create(&label).inc_by(connack.len() as u64);
+            return client_w.shutdown().await;
+        }
+    };
+    let internal = if v5 { internal.v5 } else { internal.v4 };
     let mut upstream = connect_to(internal).await.map_err(|e| {
         io::Error::new(e.kind(), format!("embedded MQTT server unreachable on {internal}: {e}"))
     })?;
     upstream.write_all(&connect).await?;
-    let inspector = Inspector::new(guard);
+    let inspector = Inspector::new(guard, v5);
     splice((client_r, client_w), upstream, metrics, Some(inspector), shutdown).await
 }
 

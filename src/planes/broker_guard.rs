@@ -4,10 +4,10 @@
 //! Every client connection of the embedded broker passes through netstrap's own splice (see
 //! `broker`), so the limits are enforced there, on packets rumqttd has not seen:
 //!
-//! - **CONNECT**: read in full before rumqttd is dialled. MQTT 3.1.1 goes on; MQTT 3.1
-//!   (`MQIsdp`, level 3) gets the 3.1 CONNACK "unacceptable protocol version" (1) and MQTT 5
-//!   the 5.0 CONNACK "Unsupported Protocol Version" (0x84) — rumqttd used to close both
-//!   without a word.
+//! - **CONNECT**: read in full before rumqttd is dialled. MQTT 3.1.1 goes to rumqttd's 3.1.1
+//!   server, MQTT 5 to its MQTT 5 server (both on one router, so they share topics); MQTT 3.1
+//!   (`MQIsdp`, level 3) and other levels get the CONNACK "unacceptable protocol version" (1)
+//!   — rumqttd used to close such a connection without a word.
 //! - **SUBSCRIBE**: a filter longer than [`MAX_FILTER_LEN`], more than
 //!   `subscriptions_per_client` filters on one connection, or more distinct filters than
 //!   `filters` in the whole broker is refused with a SUBACK whose every return code is 0x80
@@ -82,8 +82,8 @@ impl Guard {
 /// What to do with a client's CONNECT.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Connect {
-    /// MQTT 3.1.1: pass it on.
-    Forward,
+    /// MQTT 3.1.1 (`false`) or 5 (`true`): pass it on to rumqttd's server for that version.
+    Forward { v5: bool },
     /// Answer with this CONNACK and close.
     Refuse(Vec<u8>),
 }
@@ -92,21 +92,18 @@ pub enum Connect {
 pub fn connect(guard: &Guard, packet: &[u8]) -> Connect {
     let body = match split_header(packet) {
         Some((0x10, body)) => body,
-        _ => return Connect::Forward, // not a CONNECT: rumqttd closes such a connection
+        // Not a CONNECT: rumqttd closes such a connection.
+        _ => return Connect::Forward { v5: false },
     };
     let mut r = Reader(body);
-    let (Some(name), Some(level)) = (r.string(), r.u8()) else { return Connect::Forward };
+    let (Some(name), Some(level)) = (r.string(), r.u8()) else { return Connect::Forward { v5: false } };
     match (name, level) {
-        (b"MQTT", 4) => Connect::Forward,
-        (b"MQTT", 5) => {
-            guard.refuse("protocol", format_args!("an MQTT 5 CONNECT (this broker speaks MQTT 3.1.1)"));
-            // MQTT 5 CONNACK: flags 0, reason 0x84 Unsupported Protocol Version, no properties.
-            Connect::Refuse(vec![0x20, 0x03, 0x00, 0x84, 0x00])
-        }
+        (b"MQTT", 4) => Connect::Forward { v5: false },
+        (b"MQTT", 5) => Connect::Forward { v5: true },
         _ => {
             guard.refuse(
                 "protocol",
-                format_args!("a CONNECT for protocol level {level} (this broker speaks MQTT 3.1.1, level 4)"),
+                format_args!("a CONNECT for protocol level {level} (this broker speaks MQTT 3.1.1 and 5)"),
             );
             // MQTT 3.1 / 3.1.1 CONNACK: return code 1, unacceptable protocol version.
             Connect::Refuse(vec![0x20, 0x02, 0x00, 0x01])
@@ -117,6 +114,8 @@ pub fn connect(guard: &Guard, packet: &[u8]) -> Connect {
 /// One client connection's inspection of the packets it sends after CONNECT.
 pub struct Inspector {
     guard: Arc<Guard>,
+    /// The connection speaks MQTT 5 (properties in (UN)SUBSCRIBE, reason codes in SUBACK).
+    v5: bool,
     state: State,
     /// The filters this connection holds.
     filters: HashSet<Box<str>>,
@@ -149,9 +148,10 @@ pub struct Out {
 }
 
 impl Inspector {
-    pub fn new(guard: Arc<Guard>) -> Inspector {
+    pub fn new(guard: Arc<Guard>, v5: bool) -> Inspector {
         Inspector {
             guard,
+            v5,
             state: State::Header { bytes: [0; 5], len: 0 },
             filters: HashSet::new(),
             disconnected: false,
@@ -238,6 +238,9 @@ impl Inspector {
         let Some((first, body)) = split_header(&packet) else { return out.forward.extend(packet) };
         let mut r = Reader(body);
         let Some(pkid) = r.u16() else { return out.forward.extend(packet) };
+        if self.v5 && r.properties().is_none() {
+            return out.forward.extend(packet);
+        }
         let subscribe = first >> 4 == 8;
         let mut filters = Vec::new();
         while !r.0.is_empty() {
@@ -262,7 +265,7 @@ impl Inspector {
                 "filter_length",
                 format_args!("a {}-byte topic filter (at most {MAX_FILTER_LEN})", long.len()),
             );
-            return out.replies.push(suback_failure(pkid, filters.len()));
+            return out.replies.push(suback_failure(pkid, filters.len(), self.v5));
         }
         let new: HashSet<&str> = filters.iter().copied().filter(|f| !self.filters.contains(*f)).collect();
         let limits = self.guard.limits;
@@ -277,7 +280,7 @@ impl Inspector {
                     limits.subscriptions_per_client
                 ),
             );
-            return out.replies.push(suback_failure(pkid, filters.len()));
+            return out.replies.push(suback_failure(pkid, filters.len(), self.v5));
         }
         {
             let mut all = self.guard.filters.lock().unwrap_or_else(|p| p.into_inner());
@@ -292,7 +295,7 @@ impl Inspector {
                         limits.filters
                     ),
                 );
-                return out.replies.push(suback_failure(pkid, filters.len()));
+                return out.replies.push(suback_failure(pkid, filters.len(), self.v5));
             }
             for f in &new {
                 if !all.contains(*f) {
@@ -305,12 +308,16 @@ impl Inspector {
     }
 }
 
-/// A SUBACK refusing `n` filters (return code 0x80).
-fn suback_failure(pkid: u16, n: usize) -> Vec<u8> {
+/// A SUBACK refusing `n` filters: return code 0x80 (MQTT 3.1.1), or reason 0x97 "Quota
+/// exceeded" after an empty property list (MQTT 5).
+fn suback_failure(pkid: u16, n: usize, v5: bool) -> Vec<u8> {
     let mut packet = vec![0x90];
-    encode_length(2 + n, &mut packet);
+    encode_length(2 + usize::from(v5) + n, &mut packet);
     packet.extend_from_slice(&pkid.to_be_bytes());
-    packet.extend(std::iter::repeat_n(0x80, n));
+    if v5 {
+        packet.push(0);
+    }
+    packet.extend(std::iter::repeat_n(if v5 { 0x97 } else { 0x80 }, n));
     packet
 }
 
@@ -362,6 +369,14 @@ impl<'a> Reader<'a> {
         self.0 = rest;
         Some(u16::from_be_bytes(*v))
     }
+    /// Skip an MQTT 5 property list (a variable-length size, then that many bytes).
+    fn properties(&mut self) -> Option<()> {
+        let header = self.0.iter().position(|b| b & 0x80 == 0).filter(|&i| i < 4)? + 1;
+        let len = remaining_length(&self.0[..header])?;
+        self.0 = self.0.get(header + len..)?;
+        Some(())
+    }
+
     fn string(&mut self) -> Option<&'a [u8]> {
         let len = usize::from(self.u16()?);
         let (s, rest) = (self.0.get(..len)?, &self.0[len..]);
@@ -423,7 +438,7 @@ mod tests {
     #[test]
     fn subscribes_pass_until_the_per_client_limit_then_suback_failure() {
         let g = guard(2, 100);
-        let mut i = Inspector::new(g.clone());
+        let mut i = Inspector::new(g.clone(), false);
         let mut out = Out::default();
         let ok = subscribe(1, &["a", "b"]);
         // Byte by byte: boundaries anywhere.
@@ -439,14 +454,31 @@ mod tests {
     }
 
     #[test]
+    fn mqtt5_subscribes_are_read_past_their_properties_and_refused_with_quota_exceeded() {
+        let g = guard(1, 100);
+        let mut i = Inspector::new(g, true);
+        let mut out = Out::default();
+        // pkid 9, properties: subscription identifier 5 (0x0b 0x05), filters "a" and "b".
+        let p = [0x82, 12, 0, 9, 2, 0x0b, 5, 0, 1, b'a', 0, 0, 1, b'b', 0];
+        let p = {
+            let mut v = p.to_vec();
+            v[1] = (v.len() - 2) as u8;
+            v
+        };
+        i.feed(&p, &mut out);
+        assert!(out.forward.is_empty());
+        assert_eq!(out.replies, vec![vec![0x90, 5, 0, 9, 0, 0x97, 0x97]]);
+    }
+
+    #[test]
     fn the_total_counts_filters_since_start_across_connections() {
         let g = guard(10, 3);
-        let mut a = Inspector::new(g.clone());
+        let mut a = Inspector::new(g.clone(), false);
         let mut out = Out::default();
         a.feed(&subscribe(1, &["x", "y", "z"]), &mut out);
         // Unsubscribing does not give back what rumqttd keeps.
         a.feed(&[0xa2, 5, 0, 2, 0, 1, b'x'], &mut out);
-        let mut b = Inspector::new(g.clone());
+        let mut b = Inspector::new(g.clone(), false);
         let mut out = Out::default();
         b.feed(&subscribe(3, &["y"]), &mut out);
         assert!(out.replies.is_empty(), "a filter already taken on costs nothing");
@@ -457,7 +489,7 @@ mod tests {
     #[test]
     fn publishes_pass_through_untouched_and_are_counted() {
         let g = guard(1, 1);
-        let mut i = Inspector::new(g);
+        let mut i = Inspector::new(g, false);
         let mut out = Out::default();
         let mut stream = vec![0x30, 0x05, 0x00, 0x01, b't', b'h', b'i', 0xc0, 0x00];
         stream.extend([0x32, 0xc8, 0x01]);
@@ -482,8 +514,8 @@ mod tests {
             p.extend(body);
             connect(&g, &p)
         };
-        assert_eq!(v(b"MQTT", 4), Connect::Forward);
-        assert_eq!(v(b"MQTT", 5), Connect::Refuse(vec![0x20, 3, 0, 0x84, 0]));
+        assert_eq!(v(b"MQTT", 4), Connect::Forward { v5: false });
+        assert_eq!(v(b"MQTT", 5), Connect::Forward { v5: true });
         assert_eq!(v(b"MQIsdp", 3), Connect::Refuse(vec![0x20, 2, 0, 1]));
     }
 }
