@@ -290,37 +290,55 @@ fn idle_clients_cost_little_and_give_it_back() {
     let pid = n.child.id();
     let before = rss_kib(pid);
     let live = Liveness::watch(n.rest);
+    // 3 000 clients: the embedded broker holds three descriptors per client and the hard
+    // limit on this machine is 20 000.
     const CLIENTS: usize = 3_000;
-    let clients: Vec<TcpStream> = (0..CLIENTS)
-        .map(|i| {
-            let (s, code) = mqtt_connect(port, &format!("idle-{i}"), 600, None);
-            assert_eq!(code, 0);
-            s
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    let connected = rss_kib(pid);
-    let per_client = (connected.saturating_sub(before)) as f64 / CLIENTS as f64;
-    eprintln!("RSS {before} KiB -> {connected} KiB with {CLIENTS} idle clients: {per_client:.2} KiB each");
-    drop(clients);
-    support::process::wait_until("the broker to count 0 clients", || {
-        n.get("/metrics").is_some_and(|(_, m)| m.lines().any(|l| l == "netstrap_broker_clients 0"))
-    });
-    // Given back: within a few trim periods (src/memory.rs: every 5 s), at most a quarter of
-    // what they took stays (allocator caches, tokio's slabs).
-    let bound = before + (connected - before) / 4 + 1024;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut closed = rss_kib(pid);
-    while closed > bound && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(250));
-        closed = rss_kib(pid);
-    }
+    // Connect them, measure, close them and wait for the trim (src/memory.rs, every 5 s) to
+    // give back what it can: (connected, after close).
+    let round = |r: usize| {
+        let clients: Vec<TcpStream> = (0..CLIENTS)
+            .map(|i| {
+                let (s, code) = mqtt_connect(port, &format!("idle-{r}-{i}"), 600, None);
+                assert_eq!(code, 0);
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let connected = rss_kib(pid);
+        drop(clients);
+        support::process::wait_until("the broker to count 0 clients", || {
+            n.get("/metrics").is_some_and(|(_, m)| m.lines().any(|l| l == "netstrap_broker_clients 0"))
+        });
+        // At most half of what they took stays (tokio's and rumqttd's slabs keep their
+        // high-water mark; the allocator keeps some).
+        let bound = before + (connected - before) / 2;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut closed = rss_kib(pid);
+        while closed > bound && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+            closed = rss_kib(pid);
+        }
+        eprintln!(
+            "round {r}: RSS {before} KiB -> {connected} KiB with {CLIENTS} idle clients, {closed} KiB after close"
+        );
+        assert!(closed <= bound, "after close RSS is {closed} KiB (before {before}, connected {connected})");
+        (connected, closed)
+    };
+    let (connected, closed) = round(0);
+    let per_client = (connected - before) as f64 / CLIENTS as f64;
+    eprintln!("{per_client:.2} KiB per idle client");
+    // Measured 18 KiB in this debug build (docs/broker.md); the goal is 8 KiB; this guards
+    // against growth.
+    assert!(per_client <= 24.0, "{per_client:.2} KiB per idle client");
+    // Again with other client ids: nothing accumulates per client that came and went. glibc's
+    // arenas still settle for a few rounds (measured after close, five rounds of 3 000: 48.1,
+    // 53.7, 55.8, 59.6, 60.3 MiB), so the bound is what a 2.7 KiB leak per client would pass.
+    let (_, closed_again) = round(1);
+    assert!(
+        closed_again <= closed + 8 * 1024,
+        "RSS after a second round of clients: {closed_again} KiB (after the first: {closed})"
+    );
     live.check();
-    eprintln!("RSS {closed} KiB after they closed");
-    // Measured 33 KiB in this debug build and 21 KiB in release (docs/broker.md): rumqttd's
-    // link and router state are ~13 KiB of it. The goal is 8 KiB; this guards against growth.
-    assert!(per_client <= 40.0, "{per_client:.2} KiB per idle client");
-    assert!(closed <= bound, "after close RSS is {closed} KiB (before {before}, connected {connected})");
 }
 
 #[test]

@@ -336,7 +336,8 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            cache: VecDeque::with_capacity(100),
+            // netstrap patch 2: grows on use, not 100 notifications reserved per idle client.
+            cache: VecDeque::new(),
         }
     }
 

@@ -120,7 +120,8 @@ impl<P: Protocol> RemoteLink<P> {
             network,
             link_tx,
             link_rx,
-            notifications: VecDeque::with_capacity(100),
+            // netstrap patch 2: grows on use, not 100 notifications reserved per idle client.
+            notifications: VecDeque::new(),
             will_delay_interval,
         })
     }
