@@ -309,9 +309,10 @@ fn idle_clients_cost_little_and_give_it_back() {
         support::process::wait_until("the broker to count 0 clients", || {
             n.get("/metrics").is_some_and(|(_, m)| m.lines().any(|l| l == "netstrap_broker_clients 0"))
         });
-        // At most half of what they took stays (tokio's and rumqttd's slabs keep their
-        // high-water mark; the allocator keeps some).
-        let bound = before + (connected - before) / 2;
+        // At most 60 % of what they took stays (tokio's and rumqttd's slabs keep their
+        // high-water mark; glibc's arenas keep what is fragmented); before the trim, all of it
+        // stayed.
+        let bound = before + (connected - before) * 3 / 5;
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut closed = rss_kib(pid);
         while closed > bound && Instant::now() < deadline {
@@ -331,11 +332,14 @@ fn idle_clients_cost_little_and_give_it_back() {
     // against growth.
     assert!(per_client <= 24.0, "{per_client:.2} KiB per idle client");
     // Again with other client ids: nothing accumulates per client that came and went. glibc's
-    // arenas still settle for a few rounds (measured after close, five rounds of 3 000: 48.1,
-    // 53.7, 55.8, 59.6, 60.3 MiB), so the bound is what a 2.7 KiB leak per client would pass.
-    let (_, closed_again) = round(1);
+    // arenas still settle for a few rounds, more so when other tests load the machine
+    // (measured after close, five rounds of 3 000 alone: 48.1, 53.7, 55.8, 59.6, 60.3 MiB; in
+    // CI 48.5 then 57.6), so the bound is a quarter of what the clients took: what a leak of
+    // 4.5 KiB per client would pass, not the 64 KiB of before.
+    let (connected_again, closed_again) = round(1);
+    assert!(connected_again > before);
     assert!(
-        closed_again <= closed + 8 * 1024,
+        closed_again <= closed + (connected - before) / 4,
         "RSS after a second round of clients: {closed_again} KiB (after the first: {closed})"
     );
     live.check();
