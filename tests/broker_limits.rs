@@ -70,15 +70,7 @@ impl Liveness {
 
 fn packet(first: u8, body: &[u8]) -> Vec<u8> {
     let mut p = vec![first];
-    let mut len = body.len();
-    loop {
-        let b = (len % 128) as u8;
-        len /= 128;
-        p.push(if len > 0 { b | 0x80 } else { b });
-        if len == 0 {
-            break;
-        }
-    }
+    netstrap::planes::broker_guard::encode_length(body.len(), &mut p);
     p.extend_from_slice(body);
     p
 }

@@ -804,15 +804,7 @@ fn connect_packet(client_id: &str, credentials: Option<&(String, String)>) -> Re
         field(&mut body, pass, "password")?;
     }
     let mut packet = vec![0x10];
-    let mut len = body.len();
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        packet.push(if len > 0 { byte | 0x80 } else { byte });
-        if len == 0 {
-            break;
-        }
-    }
+    broker_guard::encode_length(body.len(), &mut packet);
     packet.extend_from_slice(&body);
     Ok(packet)
 }
