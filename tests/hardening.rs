@@ -293,6 +293,9 @@ async fn secrets_never_reach_the_log_the_endpoints_or_the_files() {
         ("NETSTRAP_BROKER_PASSWORD", PASSWORD.into()),
         ("NETSTRAP_LOG", "trace".into()),
         ("NETSTRAP_SHUTDOWN_DELAY", "0".into()),
+        // A TLS handshake in a debug build on a loaded CI machine can take seconds; the harness's
+        // 1 s would let discovery give up on the API server before it ever sends the token.
+        ("NETSTRAP_SOURCE_TIMEOUT_MS", "30000".into()),
     ];
     let state = dir.path().join("state");
     let state2 = state.clone();
@@ -323,7 +326,7 @@ async fn secrets_never_reach_the_log_the_endpoints_or_the_files() {
     .unwrap();
     assert!(
         kube.requests().iter().any(|r| r.authorization.as_deref() == Some(&format!("Bearer {TOKEN}"))),
-        "the token was used"
+        "the token was used; netstrap's log:\n{log}"
     );
     assert!(log.len() > 1000, "a trace log was written: {log}");
     let mut files = String::new();
