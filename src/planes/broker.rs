@@ -5,11 +5,10 @@
 //!
 //! rumqttd's `Broker::start` runs every server on a thread with its own runtime and only logs a
 //! bind failure, so netstrap assembles the pieces itself: `Router::spawn` (the router runs on its
-//! own thread), then `Server::<V4>::start` and `Server::<V5>::start` polled inside
-//! [`serve_embedded`] on the caller's runtime. Those servers bind `127.0.0.1:<ephemeral>`, not
-//! the public address: netstrap binds the public address itself and splices each client to the
-//! internal port for its MQTT version. The extra loopback hop buys what rumqttd's own accept
-//! loop cannot give:
+//! own thread) and a `Server::<V4>` and `Server::<V5>` that never listen. netstrap binds the
+//! public address, accepts, reads the client's CONNECT and hands the stream to the server for
+//! its MQTT version (rumqttd patch 11, `Handoff`), on the connection's own task. Owning the
+//! accept and the stream buys what rumqttd's own accept loop cannot give:
 //!
 //! - bind errors on the public address name the address and the cause (`crate::bind`), and a
 //!   pre-bound listener can be handed over ([`serve_embedded_on`]) without a bind race;
@@ -18,15 +17,18 @@
 //!   CONNECT with that client id panicked while holding a shared mutex, which poisoned it and
 //!   broke every later connection (rumqttd 0.20 `server/broker.rs`, `remote()`; patched since,
 //!   patch 9, and the limit stays as a second guard);
-//! - the client's packets are read before rumqttd sees them (`broker_guard`): protocol
-//!   versions rumqttd cannot serve get a CONNACK saying so, and SUBSCRIBEs over the limits get
-//!   a SUBACK failure written into the client's stream by netstrap;
-//! - per-connection metrics (connections, bytes, clients, PUBLISH packets) from the bytes we
-//!   already copy, since rumqttd's meters need its private timer link;
-//! - shutdown closes every client connection; aborting rumqttd's accept loop would leave
-//!   its per-connection tasks running;
-//! - a client's DISCONNECT is not followed by a socket close towards rumqttd (see `splice`):
+//! - the client's packets are read before rumqttd sees them (`broker_guard`, through the
+//!   stream wrapper in `broker_stream`): protocol versions rumqttd cannot serve get a CONNACK
+//!   saying so, and SUBSCRIBEs over the limits get a SUBACK failure written into the client's
+//!   stream by netstrap;
+//! - per-connection metrics (connections, bytes, clients, PUBLISH packets) from the bytes that
+//!   pass, since rumqttd's meters need its private timer link;
+//! - shutdown closes every client connection (the link's future is dropped);
+//! - a client's DISCONNECT is not followed by an EOF towards rumqttd (see `broker_stream`):
 //!   otherwise rumqttd may disconnect the *next* client, which reuses the router slot.
+//!
+//! One socket per client and no buffer of netstrap's: an idle client costs rumqttd's link and
+//! the wrapper (docs/broker.md has the figures).
 //!
 //! Known rumqttd 0.20 deviation, not corrected here: a message is delivered at the QoS of the
 //! subscription, not the minimum of publication and subscription (MQTT-3.8.4-6;
@@ -37,8 +39,8 @@
 //!
 //! With TLS on for this plane (`NETSTRAP_TLS_PLANES`), the public listener accepts MQTT over
 //! TLS only: netstrap terminates TLS in its accept loop (the handshake on the connection's own
-//! task, bounded by `CONNECT_TIMEOUT`) and splices the plaintext to rumqttd's loopback port, or
-//! in relay mode to the node's broker, exactly as a plain connection. [`mqtt_ping_tls`] speaks
+//! task, bounded by `CONNECT_TIMEOUT`) and hands the plaintext stream to rumqttd, or in relay
+//! mode splices it to the node's broker, exactly as a plain connection. [`mqtt_ping_tls`] speaks
 //! TLS for the readiness check.
 //!
 //! The router thread cannot be stopped (it holds a sender to itself); it idles after shutdown
@@ -58,15 +60,16 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 use rumqttd::protocol::v4::V4;
 use rumqttd::protocol::v5::V5;
-use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
+use rumqttd::{ConnectionSettings, Handoff, Router, RouterConfig, Server, ServerSettings};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::Shutdown;
 use super::broker_guard::{self, Guard, Inspector, Limits};
+use super::broker_stream::{Counters, Guarded, LINGER};
 use crate::bind::BindError;
 use crate::metrics::{Metrics, PlaneLabel};
 use crate::table::Plane;
@@ -79,8 +82,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Concurrent connections a relay accepts.
 const RELAY_MAX_CONNECTIONS: usize = 10_000;
 const BUFFER: usize = 8 * 1024;
-/// How long the server may take to finish after the client stopped sending.
-const LINGER: Duration = Duration::from_secs(5);
 
 /// Settings of the embedded broker.
 #[derive(Clone, Debug)]
@@ -128,9 +129,6 @@ pub enum BrokerError {
     Bind(#[from] BindError),
     #[error("broker: {0}")]
     Config(String),
-    /// The embedded MQTT server (rumqttd) failed; the public listener is fine.
-    #[error("broker: embedded MQTT server on {addr}: {reason}")]
-    Internal { addr: SocketAddr, reason: String },
 }
 
 /// Bind `opts.listen` and serve the embedded broker until `shutdown`.
@@ -161,17 +159,14 @@ pub async fn serve_embedded_on(
         return Err(BrokerError::Config("max_connections must be at least 1".into()));
     }
     let router_tx = Router::new(0, router_config(opts.max_connections, opts.backlog)).spawn();
-
-    let v4 = |addr| Server::new(server_settings(&opts, addr), router_tx.clone(), V4);
-    let (internal, mut server) = start_internal(v4).await?;
-    // MQTT 5 clients go to rumqttd's v5 server, on the same router.
-    let v5 = |addr| Server::new(server_settings(&opts, addr), router_tx.clone(), V5);
-    let (internal_v5, mut server_v5) = start_internal(v5).await?;
-    let internal = Internal { v4: internal, v5: internal_v5 };
+    // rumqttd's servers never listen: netstrap hands each client's stream to the one for its
+    // MQTT version (rumqttd patch 11), both on one router.
+    let servers = Servers {
+        v4: Server::new(server_settings(&opts), router_tx.clone(), V4).handoff(),
+        v5: Server::new(server_settings(&opts), router_tx, V5).handoff(),
+    };
     info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        internal = %internal.v4,
-        internal_v5 = %internal.v5,
         max_connections = opts.max_connections,
         auth = opts.credentials.is_some(),
         "broker plane: embedded MQTT broker serving"
@@ -179,74 +174,42 @@ pub async fn serve_embedded_on(
 
     let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let guard = Guard::new(opts.limits, metrics.broker_refused.clone());
-    let front = accept_loop(&listener, opts.max_connections, &shutdown, |client, peer| {
+    accept_loop(&listener, opts.max_connections, &shutdown, |client, peer, permit| {
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         let guard = guard.clone();
+        let servers = servers.clone();
         async move {
+            let _permit = permit;
             let _conn = metrics.connection(Plane::Broker);
             let _client = GaugeGuard::inc(&metrics.broker_clients);
             let Some(client) = Client::accept(client, peer, tls.as_ref(), &shutdown).await else { return };
-            if let Err(e) = client.front_door(internal, guard, &metrics, &shutdown).await {
-                debug!(%peer, "broker connection ended: {e}");
+            // The connection's future (rumqttd's link in it) is built in place: a future moved
+            // into another one before it is awaited takes its size twice.
+            tokio::select! {
+                r = async {
+                    match client {
+                        Client::Plain(s) => front_door(s, &servers, guard, &metrics).await,
+                        Client::Tls(s) => front_door(s, &servers, guard, &metrics).await,
+                    }
+                } => if let Err(e) = r {
+                    debug!(%peer, "broker connection ended: {e}");
+                },
+                // Dropping rumqttd's link closes the client's connection.
+                () = shutdown.cancelled() => {}
             }
         }
-    });
-    tokio::select! {
-        () = front => Ok(()),
-        r = &mut server => Err(BrokerError::Internal {
-            addr: internal.v4,
-            reason: format!("stopped: {}", r.err().unwrap_or_default()),
-        }),
-        r = &mut server_v5 => Err(BrokerError::Internal {
-            addr: internal.v5,
-            reason: format!("stopped: {}", r.err().unwrap_or_default()),
-        }),
-    }
+    })
+    .await;
+    Ok(())
 }
 
-/// rumqttd's loopback servers: MQTT 3.1.1 and MQTT 5.
-#[derive(Clone, Copy, Debug)]
-struct Internal {
-    v4: SocketAddr,
-    v5: SocketAddr,
-}
-
-type ServerRun = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
-
-/// Start one of rumqttd's servers for `protocol` on a loopback port. The port is chosen by
-/// binding :0 and releasing it just before rumqttd binds it (rumqttd binds by address only);
-/// another process taking it in between is retried.
-async fn start_internal<P>(
-    server: impl Fn(SocketAddr) -> Server<P>,
-) -> Result<(SocketAddr, ServerRun), BrokerError>
-where
-    P: rumqttd::protocol::Protocol + Clone + Send + Sync + 'static,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let internal = free_loopback_port().map_err(|e| BrokerError::Internal {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            reason: format!("cannot pick a loopback port: {e}"),
-        })?;
-        let mut server = server(internal);
-        let mut run: ServerRun =
-            Box::pin(async move { server.start(LinkType::Remote).await.map_err(|e| e.to_string()) });
-        // `Server::start` binds on its first poll and otherwise only returns on error, so a
-        // future that is still pending after one poll is listening.
-        let failed = tokio::select! {
-            biased;
-            r = &mut run => Some(r.err().unwrap_or_default()),
-            () = std::future::ready(()) => None,
-        };
-        match failed {
-            None => return Ok((internal, run)),
-            Some(reason) if attempt >= 3 => return Err(BrokerError::Internal { addr: internal, reason }),
-            Some(reason) => debug!(%internal, reason, "internal broker port taken; picking another"),
-        }
-    }
+/// rumqttd's servers, one per MQTT version, taking over accepted streams.
+#[derive(Clone)]
+struct Servers {
+    v4: Handoff<V4>,
+    v5: Handoff<V5>,
 }
 
 /// Relay MQTT (any bytes, really) from `listener` to the node's own broker at `upstream` until
@@ -279,11 +242,12 @@ pub async fn serve_relay_tls(
         "broker plane: relaying to the node's broker"
     );
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
-    accept_loop(&listener, RELAY_MAX_CONNECTIONS, &shutdown, |client, peer| {
+    accept_loop(&listener, RELAY_MAX_CONNECTIONS, &shutdown, |client, peer, permit| {
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         async move {
+            let _permit = permit;
             let _conn = metrics.connection(Plane::Broker);
             let Some(client) = Client::accept(client, peer, tls.as_ref(), &shutdown).await else { return };
             let server = match connect_to(upstream).await {
@@ -318,11 +282,12 @@ fn router_config(max_connections: usize, backlog: usize) -> RouterConfig {
     }
 }
 
-fn server_settings(opts: &BrokerOptions, internal: SocketAddr) -> ServerSettings {
+fn server_settings(opts: &BrokerOptions) -> ServerSettings {
     let auth = opts.credentials.as_ref().map(|(u, p)| HashMap::from([(u.clone(), p.clone())]));
     ServerSettings {
-        name: "netstrap-broker-v4".into(),
-        listen: internal,
+        name: "netstrap-broker".into(),
+        // Not bound: connections come through `Handoff`.
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         tls: None,
         next_connection_delay_ms: 0,
         connections: ConnectionSettings {
@@ -336,10 +301,6 @@ fn server_settings(opts: &BrokerOptions, internal: SocketAddr) -> ServerSettings
     }
 }
 
-fn free_loopback_port() -> io::Result<SocketAddr> {
-    std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
-}
-
 async fn connect_to(addr: SocketAddr) -> io::Result<TcpStream> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| {
         io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {CONNECT_TIMEOUT:?}"))
@@ -350,10 +311,11 @@ async fn connect_to(addr: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// Accept until `shutdown`, at most `max` connections at once (extra ones are closed), each
-/// handled on its own task; then wait for the handlers (which watch `shutdown` too).
+/// handled on its own task, which holds the connection's permit; then wait for the handlers
+/// (which watch `shutdown` too).
 async fn accept_loop<F, Fut>(listener: &TcpListener, max: usize, shutdown: &Shutdown, mut handle: F)
 where
-    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    F: FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let tracker = TaskTracker::new();
@@ -378,11 +340,8 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let work = handle(stream, peer);
-        tracker.spawn(async move {
-            work.await;
-            drop(permit);
-        });
+        // Spawned as it is: wrapping it in another future would take its size twice.
+        tracker.spawn(handle(stream, peer, permit));
     }
     tracker.close();
     tracker.wait().await;
@@ -393,101 +352,40 @@ where
 /// Bytes are counted as they pass, so long-lived MQTT connections show up in the metrics
 /// before they end.
 ///
-/// With an `inspector` (the embedded broker), the client's packets go through it
-/// (`broker_guard`): PUBLISH packets are counted, refused SUBSCRIBEs answered by netstrap in
-/// the client's stream at a packet boundary, and after a DISCONNECT packet the client's EOF is
-/// *not* passed on. rumqttd then closes the link because its router dropped it, not because
-/// the socket closed; on a socket close it sends the router a second Disconnect for the
-/// connection id, which by then may belong to the next client (the router reuses ids) and
-/// drops that client instead.
-///
 /// An idle connection holds no buffer: reads go to a small inline one, and a heap buffer is
 /// taken only while a read fills it (see [`ReadBuf`]).
 async fn splice(
     (mut client_r, mut client_w): (impl AsyncRead + Unpin, impl AsyncWrite + Unpin),
     mut server: TcpStream,
     metrics: &Metrics,
-    mut inspector: Option<Inspector>,
     shutdown: &Shutdown,
 ) -> io::Result<()> {
     let label = PlaneLabel::of(Plane::Broker);
     let received = metrics.bytes_received.get_or_create(&label).clone();
     let sent = metrics.bytes_sent.get_or_create(&label).clone();
-    let publishes = metrics.broker_messages.clone();
     let (mut server_r, mut server_w) = server.split();
-    // Answers netstrap writes into the client's stream (refused SUBSCRIBEs).
-    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
-
     let inbound = async {
         let mut buf = ReadBuf::default();
         loop {
             let n = client_r.read(buf.slot()).await?;
             if n == 0 {
-                if inspector.as_ref().is_some_and(|i| i.disconnected) {
-                    return Ok(());
-                }
                 return server_w.shutdown().await;
             }
             received.inc_by(n as u64);
-            let Some(inspector) = inspector.as_mut() else {
-                server_w.write_all(buf.filled(n)).await?;
-                continue;
-            };
-            let mut out = broker_guard::Out::default();
-            inspector.feed(buf.filled(n), &mut out);
-            publishes.inc_by(out.publishes);
-            server_w.write_all(&out.forward).await?;
-            for reply in out.replies {
-                if reply_tx.send(reply).await.is_err() {
-                    return Ok(());
-                }
-            }
-            if out.close {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "client sent what the broker refuses",
-                ));
-            }
+            server_w.write_all(buf.filled(n)).await?;
         }
     };
     let outbound = async {
         let mut buf = ReadBuf::default();
-        let mut framer = Framer::default();
-        let mut replies_open = true;
         loop {
-            tokio::select! {
-                reply = reply_rx.recv(), if replies_open && framer.at_boundary() => match reply {
-                    Some(reply) => {
-                        client_w.write_all(&reply).await?;
-                        sent.inc_by(reply.len() as u64);
-                    }
-                    None => replies_open = false,
-                },
-                n = server_r.read(buf.slot()) => {
-                    let n = n?;
-                    if n == 0 {
-                        // The server closed: for MQTT the connection is over, whatever the client does.
-                        let _ = client_w.shutdown().await;
-                        return Ok::<(), io::Error>(());
-                    }
-                    let chunk = buf.filled(n);
-                    // Replies waiting while the stream is mid-packet go in at the last packet
-                    // boundary of this chunk.
-                    let at = if replies_open { framer.feed(chunk) } else { None };
-                    match at {
-                        Some(at) if !reply_rx.is_empty() => {
-                            client_w.write_all(&chunk[..at]).await?;
-                            while let Ok(reply) = reply_rx.try_recv() {
-                                client_w.write_all(&reply).await?;
-                                sent.inc_by(reply.len() as u64);
-                            }
-                            client_w.write_all(&chunk[at..]).await?;
-                        }
-                        _ => client_w.write_all(chunk).await?,
-                    }
-                    sent.inc_by(n as u64);
-                }
+            let n = server_r.read(buf.slot()).await?;
+            if n == 0 {
+                // The server closed: for MQTT the connection is over, whatever the client does.
+                let _ = client_w.shutdown().await;
+                return Ok::<(), io::Error>(());
             }
+            client_w.write_all(buf.filled(n)).await?;
+            sent.inc_by(n as u64);
         }
     };
     tokio::pin!(inbound, outbound);
@@ -575,122 +473,41 @@ impl Client {
     /// Relay: copy bytes both ways.
     async fn splice(self, server: TcpStream, metrics: &Metrics, shutdown: &Shutdown) -> io::Result<()> {
         match self {
-            Client::Plain(mut s) => splice(s.split(), server, metrics, None, shutdown).await,
-            Client::Tls(s) => splice(tokio::io::split(*s), server, metrics, None, shutdown).await,
-        }
-    }
-
-    /// Embedded broker: read the CONNECT (within `CONNECT_TIMEOUT`) and decide on it, then dial
-    /// rumqttd's server for its protocol version and splice with the front door's inspection
-    /// (`broker_guard`).
-    async fn front_door(
-        self,
-        internal: Internal,
-        guard: Arc<Guard>,
-        metrics: &Metrics,
-        shutdown: &Shutdown,
-    ) -> io::Result<()> {
-        match self {
-            Client::Plain(mut s) => front_door(s.split(), internal, guard, metrics, shutdown).await,
-            Client::Tls(s) => front_door(tokio::io::split(*s), internal, guard, metrics, shutdown).await,
+            Client::Plain(mut s) => splice(s.split(), server, metrics, shutdown).await,
+            Client::Tls(s) => splice(tokio::io::split(*s), server, metrics, shutdown).await,
         }
     }
 }
 
-async fn front_door(
-    (mut client_r, mut client_w): (impl AsyncRead + Unpin, impl AsyncWrite + Unpin),
-    internal: Internal,
-    guard: Arc<Guard>,
-    metrics: &Metrics,
-    shutdown: &Shutdown,
-) -> io::Result<()> {
-    let read = broker_guard::read_packet(&mut client_r, broker_guard::MAX_INSPECTED);
-    let connect = tokio::select! {
-        () = shutdown.cancelled() => return Ok(()),
-        r = tokio::time::timeout(CONNECT_TIMEOUT, read) => r.map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, format!("no CONNECT within {CONNECT_TIMEOUT:?}"))
-        })??,
-    };
+/// Embedded broker: read the client's CONNECT (within `CONNECT_TIMEOUT`) and decide on it, then
+/// hand the stream to rumqttd's server for its MQTT version, behind the front door's inspection
+/// (`broker_guard`, `broker_stream`). Returns when the client's link ends.
+async fn front_door<S>(mut client: S, servers: &Servers, guard: Arc<Guard>, metrics: &Metrics) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let read = broker_guard::read_packet(&mut client, broker_guard::MAX_INSPECTED);
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, read).await.map_err(|_| {
+        io::Error::new(io::ErrorKind::TimedOut, format!("no CONNECT within {CONNECT_TIMEOUT:?}"))
+    })??;
     let label = PlaneLabel::of(Plane::Broker);
-    metrics.bytes_received.get_or_create(&label).inc_by(connect.len() as u64);
+    let counters = Counters {
+        received: metrics.bytes_received.get_or_create(&label).clone(),
+        sent: metrics.bytes_sent.get_or_create(&label).clone(),
+        publishes: metrics.broker_messages.clone(),
+    };
+    counters.received.inc_by(connect.len() as u64);
     let v5 = match broker_guard::connect(&guard, &connect) {
         broker_guard::Connect::Forward { v5 } => v5,
         broker_guard::Connect::Refuse(connack) => {
-            client_w.write_all(&connack).await?;
-            metrics.bytes_sent.get_or_create(&label).inc_by(connack.len() as u64);
-            return client_w.shutdown().await;
+            client.write_all(&connack).await?;
+            counters.sent.inc_by(connack.len() as u64);
+            return client.shutdown().await;
         }
     };
-    let internal = if v5 { internal.v5 } else { internal.v4 };
-    let mut upstream = connect_to(internal).await.map_err(|e| {
-        io::Error::new(e.kind(), format!("embedded MQTT server unreachable on {internal}: {e}"))
-    })?;
-    upstream.write_all(&connect).await?;
-    let inspector = Inspector::new(guard, v5);
-    splice((client_r, client_w), upstream, metrics, Some(inspector), shutdown).await
-}
-
-/// Finds MQTT packet boundaries in the broker's stream to a client (fixed header: type byte,
-/// then a 1–4 byte remaining length), skipping bodies without looking at them, so that
-/// netstrap's own answers go in between packets. A malformed length stops it (no boundary is
-/// reported again; rumqttd does not send such a thing).
-#[derive(Debug, Default)]
-struct Framer {
-    state: Scan,
-}
-
-#[derive(Debug, Default)]
-enum Scan {
-    #[default]
-    Header,
-    Length {
-        value: usize,
-        shift: u32,
-    },
-    Body(usize),
-    Malformed,
-}
-
-impl Framer {
-    fn at_boundary(&self) -> bool {
-        matches!(self.state, Scan::Header)
-    }
-
-    /// Feed the next bytes; returns the offset in them just after the last packet that ended
-    /// in them (0 when they start at a boundary and no packet ends in them).
-    fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
-        let mut last = self.at_boundary().then_some(0);
-        let mut pos = 0;
-        while pos < bytes.len() {
-            let b = bytes[pos];
-            match self.state {
-                Scan::Header => {
-                    self.state = Scan::Length { value: 0, shift: 0 };
-                    pos += 1;
-                }
-                Scan::Length { value, shift } => {
-                    let value = value | (usize::from(b & 0x7f) << shift);
-                    pos += 1;
-                    self.state = match (b & 0x80 != 0, shift) {
-                        (true, 21) => Scan::Malformed,
-                        (true, _) => Scan::Length { value, shift: shift + 7 },
-                        (false, _) if value == 0 => Scan::Header,
-                        (false, _) => Scan::Body(value),
-                    };
-                }
-                Scan::Body(remaining) => {
-                    let take = remaining.min(bytes.len() - pos);
-                    pos += take;
-                    self.state = if take == remaining { Scan::Header } else { Scan::Body(remaining - take) };
-                }
-                Scan::Malformed => return None,
-            }
-            if self.at_boundary() {
-                last = Some(pos);
-            }
-        }
-        last
-    }
+    let stream = Box::new(Guarded::new(client, connect, Inspector::new(guard, v5), counters));
+    if v5 { servers.v5.serve(stream).await } else { servers.v4.serve(stream).await }
+    Ok(())
 }
 
 /// Holds a gauge up while alive.
@@ -812,23 +629,6 @@ fn connect_packet(client_id: &str, credentials: Option<&(String, String)>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn framer_finds_the_last_boundary_across_chunk_boundaries() {
-        // PUBLISH "t" "hi" (QoS 0), PINGRESP, PUBLISH with a 200-byte body (2-byte length).
-        let mut stream = vec![0x30, 0x05, 0x00, 0x01, b't', b'h', b'i', 0xd0, 0x00, 0x32, 0xc8, 0x01];
-        stream.extend(std::iter::repeat_n(0xe0u8, 200));
-        let ends = [7, 9, stream.len()];
-        for split in 0..stream.len() {
-            let mut f = Framer::default();
-            let first = f.feed(&stream[..split]);
-            let expected = ends.iter().copied().filter(|&e| e <= split).max().or(Some(0));
-            assert_eq!(first, expected, "first part, split at {split}");
-            let second = f.feed(&stream[split..]);
-            assert_eq!(second, Some(stream.len() - split), "second part, split at {split}");
-            assert!(f.at_boundary());
-        }
-    }
 
     #[test]
     fn connect_packet_is_mqtt_311() {

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod broker_drops;
 pub mod broker_guard;
+mod broker_stream;
 pub mod rest;
 pub mod tcp;
 

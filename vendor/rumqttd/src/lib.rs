@@ -27,7 +27,9 @@ pub use link::local;
 pub use link::meters;
 pub use router::{Alert, Forward, IncomingMeter, Meter, Notification, OutgoingMeter, Router};
 use segments::Storage;
-pub use server::{Broker, LinkType, Server};
+pub use server::{Broker, Handoff, LinkType, Server};
+// netstrap patch 11: the stream type `Handoff::serve` takes.
+pub use link::network::N;
 
 pub use self::router::shared_subs::Strategy;
 

@@ -125,7 +125,16 @@ impl<'a> LinkBuilder<'a> {
         self.router_tx.send((0, event))?;
 
         link_rx.recv()?;
-        let notification = outgoing_data_buffer.lock().pop_front().unwrap();
+        let notification = {
+            let mut buffer = outgoing_data_buffer.lock();
+            let notification = buffer.pop_front().unwrap();
+            // netstrap patch 2: the CONNACK's queue (four slots of a few hundred bytes) is not
+            // kept for the life of an idle connection.
+            if buffer.is_empty() {
+                *buffer = VecDeque::new();
+            }
+            notification
+        };
 
         // Right now link identifies failure with dropped rx in router,
         // which is probably ok. We need this here to get id assigned by router

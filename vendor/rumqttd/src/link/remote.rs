@@ -152,6 +152,9 @@ impl<P: Protocol> RemoteLink<P> {
                     let mut packets = VecDeque::new();
                     let mut unscheduled = false;
 
+                    // netstrap patch 2: an idle connection keeps no notification queue (a
+                    // few hundred bytes per slot); a busy one keeps it, to avoid reallocating.
+                    let busy = self.notifications.len() > 4;
                     for notif in self.notifications.drain(..) {
                         if let Some(packet) = notif.into() {
                             packets.push_back(packet);
@@ -159,6 +162,9 @@ impl<P: Protocol> RemoteLink<P> {
                             unscheduled = true;
                         }
 
+                    }
+                    if !busy {
+                        self.notifications = VecDeque::new();
                     }
                     self.network.writev(packets).await?;
                     if unscheduled {

@@ -1389,6 +1389,11 @@ fn ack_device_data(ackslog: &mut AckLog, outgoing: &mut Outgoing) -> bool {
         buffer.push_back(message);
         count += 1;
     }
+    // netstrap patch 2: an idle connection keeps no ack queue (a few hundred bytes per slot,
+    // allocated by its CONNACK); a busy one keeps it, to avoid reallocating.
+    if count <= 4 {
+        *acks = VecDeque::new();
+    }
 
     debug!(acks_count = count, "Acks sent to device");
     outgoing.handle.try_send(()).ok();

@@ -338,6 +338,10 @@ pub enum LinkType {
     Remote,
 }
 
+/// netstrap patch 12: a one-shot channel (one small allocation) instead of a flume channel
+/// (several hundred bytes) for every connected client.
+type WillSender = tokio::sync::oneshot::Sender<AwaitingWill>;
+
 #[derive(PartialEq)]
 enum AwaitingWill {
     Cancel,
@@ -348,7 +352,7 @@ pub struct Server<P> {
     config: ServerSettings,
     router_tx: Sender<(ConnectionId, Event)>,
     protocol: P,
-    awaiting_will_handler: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    awaiting_will_handler: Arc<Mutex<HashMap<String, WillSender>>>,
 }
 
 impl<P: Protocol + Clone + Send + 'static> Server<P> {
@@ -466,6 +470,44 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
     }
 }
 
+/// netstrap patch 11: serve connections the embedding program accepted itself (after its own
+/// checks, or over a transport of its own), on this server's router, protocol and settings,
+/// without a listener or a second socket per connection.
+#[derive(Clone)]
+pub struct Handoff<P> {
+    config: Arc<ConnectionSettings>,
+    router_tx: Sender<(ConnectionId, Event)>,
+    protocol: P,
+    awaiting_will_handler: Arc<Mutex<HashMap<String, WillSender>>>,
+}
+
+impl<P: Protocol + Clone + Send + 'static> Server<P> {
+    /// A handle serving connections on this server's router, without listening.
+    pub fn handoff(&self) -> Handoff<P> {
+        Handoff {
+            config: Arc::new(self.config.connections.clone()),
+            router_tx: self.router_tx.clone(),
+            protocol: self.protocol.clone(),
+            awaiting_will_handler: self.awaiting_will_handler.clone(),
+        }
+    }
+}
+
+impl<P: Protocol + Clone + Send + 'static> Handoff<P> {
+    /// Serve one client connection, from its CONNECT to its end, as an accepted socket would be.
+    pub async fn serve(&self, stream: Box<dyn N>) {
+        remote(
+            self.config.clone(),
+            None,
+            self.router_tx.clone(),
+            stream,
+            self.protocol.clone(),
+            self.awaiting_will_handler.clone(),
+        )
+        .await
+    }
+}
+
 /// Configures the Websocket connection to indicate the correct protocol
 /// by adding the "sec-websocket-protocol" with value of "mqtt" to the response header
 #[cfg(feature = "websocket")]
@@ -495,7 +537,7 @@ async fn remote<P: Protocol>(
     router_tx: Sender<(ConnectionId, Event)>,
     stream: Box<dyn N>,
     protocol: P,
-    will_handlers: Arc<Mutex<HashMap<String, Sender<AwaitingWill>>>>,
+    will_handlers: Arc<Mutex<HashMap<String, WillSender>>>,
 ) {
     let mut network = Network::new(
         stream,
@@ -506,7 +548,9 @@ async fn remote<P: Protocol>(
 
     let dynamic_filters = config.dynamic_filters;
 
-    let connect_packet = match mqtt_connect(config, &mut network).await {
+    // netstrap patch 11: the phases before and after the link's life are boxed, so that an
+    // idle connection's future is the size of the link's, not of the largest phase.
+    let connect_packet = match Box::pin(mqtt_connect(config, &mut network)).await {
         Ok(p) => p,
         Err(e) => {
             // netstrap patch 8: a client's bad CONNECT (or wrong password, or a port scanner)
@@ -546,24 +590,24 @@ async fn remote<P: Protocol>(
         // netstrap patch 9: the previous link may be gone already (its receiver dropped, e.g.
         // a CONNECT the router refused); rumqttd's unwrap panicked here holding the
         // `will_handlers` lock, poisoning it for every later connection.
-        let _ = sender.try_send(awaiting_will);
+        let _ = sender.send(awaiting_will);
     }
 
-    let (will_tx, will_rx) = flume::bounded::<AwaitingWill>(1);
+    let (will_tx, will_rx) = tokio::sync::oneshot::channel::<AwaitingWill>();
     will_handlers
         .lock()
         .unwrap()
         .insert(client_id.clone(), will_tx);
 
     // Start the link
-    let mut link = match RemoteLink::new(
+    let mut link = match Box::pin(RemoteLink::new(
         router_tx.clone(),
         tenant_id.clone(),
         network,
         connect_packet,
         dynamic_filters,
         assigned_client_id,
-    )
+    ))
     .await
     {
         Ok(l) => l,
@@ -610,10 +654,10 @@ async fn remote<P: Protocol>(
     // this is important to stop the connection
     drop(link);
 
-    let publish_will = match tokio::time::timeout(
+    let publish_will = match Box::pin(tokio::time::timeout(
         Duration::from_secs(will_delay_interval as u64),
-        will_rx.recv_async(),
-    )
+        will_rx,
+    ))
     .await
     {
         Ok(w) => w.is_ok_and(|k| k == AwaitingWill::Fire),
