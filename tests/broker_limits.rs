@@ -406,6 +406,35 @@ fn mqtt5_clients_are_served_and_31_clients_and_wrong_credentials_get_a_connack_t
     assert!(log.contains("CONNECT for protocol level 3"), "refusal logged:\n{log}");
 }
 
+/// PINGREQ → PINGRESP: the connection is still served.
+fn pings(s: &mut TcpStream) -> bool {
+    s.write_all(&[0xc0, 0x00]).is_ok() && read_packet(s).is_ok_and(|(first, _)| first == 0xd0)
+}
+
+#[test]
+fn only_a_client_that_logs_in_can_take_over_a_client_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = ("edge", "s3cret");
+    let (n, port) =
+        broker(dir.path(), &[("NETSTRAP_BROKER_USERNAME", creds.0), ("NETSTRAP_BROKER_PASSWORD", creds.1)]);
+    let (mut first, code) = mqtt_connect(port, "sensor-1", 60, Some(creds));
+    assert_eq!(code, 0);
+    // A wrong password or none, with the same client id: refused, and the session stays.
+    let (_, code) = mqtt_connect(port, "sensor-1", 60, Some(("edge", "wrong")));
+    assert_eq!(code, 4, "bad user name or password");
+    let (_, code) = mqtt_connect(port, "sensor-1", 60, None);
+    assert_eq!(code, 5, "not authorized");
+    assert!(pings(&mut first), "the logged-in client was disconnected by a client that did not log in");
+    // The same user logging in again takes the client id over (MQTT-3.1.4-2).
+    let (mut second, code) = mqtt_connect(port, "sensor-1", 60, Some(creds));
+    assert_eq!(code, 0);
+    let mut rest = Vec::new();
+    let closed = first.read_to_end(&mut rest);
+    assert!(closed.is_ok(), "the older connection is closed, not left to time out: {closed:?}");
+    assert!(pings(&mut second));
+    n.stop();
+}
+
 #[test]
 fn an_anonymous_broker_beyond_loopback_is_refused_at_start_unless_the_operator_says_so() {
     let dir = tempfile::tempdir().unwrap();

@@ -482,7 +482,12 @@ impl Client {
 /// Embedded broker: read the client's CONNECT (within `CONNECT_TIMEOUT`) and decide on it, then
 /// hand the stream to rumqttd's server for its MQTT version, behind the front door's inspection
 /// (`broker_guard`, `broker_stream`). Returns when the client's link ends.
-async fn front_door<S>(mut client: S, servers: &Servers, guard: Arc<Guard>, metrics: &Metrics) -> io::Result<()>
+async fn front_door<S>(
+    mut client: S,
+    servers: &Servers,
+    guard: Arc<Guard>,
+    metrics: &Metrics,
+) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -506,7 +511,11 @@ where
         }
     };
     let stream = Box::new(Guarded::new(client, connect, Inspector::new(guard, v5), counters));
-    if v5 { servers.v5.serve(stream).await } else { servers.v4.serve(stream).await }
+    if v5 {
+        servers.v5.serve(stream).await
+    } else {
+        servers.v4.serve(stream).await
+    }
     Ok(())
 }
 

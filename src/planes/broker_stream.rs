@@ -254,5 +254,4 @@ mod tests {
             assert!(f.at_boundary());
         }
     }
-
 }
