@@ -8,7 +8,10 @@
 //!
 //! Shutdown on SIGTERM/SIGINT: `/readyz` turns 503 at once; after `NETSTRAP_SHUTDOWN_DELAY`
 //! (time for endpoint removal to reach every proxy) the listeners close; in-flight work gets
-//! `NETSTRAP_SHUTDOWN_GRACE` to finish; exit 0. A second signal exits at once.
+//! `NETSTRAP_SHUTDOWN_GRACE` to finish; exit 0. A second signal exits at once. SIGQUIT shuts
+//! down the same way. SIGHUP, SIGUSR1, SIGUSR2 and SIGALRM are logged and ignored from the
+//! start (their default action would kill the process with no drain): there is nothing to
+//! reload, configuration is read once at start.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -215,6 +218,10 @@ pub fn run(mut settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    {
+        let _in = control.enter();
+        ignore_stray_signals();
+    }
     // The certificate is checked before anything else happens: a bad one is a configuration
     // error, reported naming the file.
     let tls_store = match &settings.tls {
@@ -546,6 +553,37 @@ pub fn run(mut settings: Settings) -> ExitCode {
     code
 }
 
+/// Signals with a default action of "terminate" that nothing in netstrap means: log each (at most
+/// once per 10 s per kind, with the count not logged) and carry on.
+fn ignore_stray_signals() {
+    use crate::logging::Throttle;
+    static THROTTLES: [Throttle; 4] = [const { Throttle::new(Duration::from_secs(10)) }; 4];
+    let kinds = [
+        (
+            SignalKind::hangup(),
+            "SIGHUP",
+            "nothing to reload (configuration is read at start; restart to change it)",
+        ),
+        (SignalKind::user_defined1(), "SIGUSR1", "no meaning here"),
+        (SignalKind::user_defined2(), "SIGUSR2", "no meaning here"),
+        (SignalKind::alarm(), "SIGALRM", "no meaning here"),
+    ];
+    for (i, (kind, name, why)) in kinds.into_iter().enumerate() {
+        match signal(kind) {
+            Ok(mut stream) => {
+                tokio::spawn(async move {
+                    while stream.recv().await.is_some() {
+                        if let Some(suppressed) = THROTTLES[i].allow() {
+                            warn!(suppressed, "{name} ignored: {why}");
+                        }
+                    }
+                });
+            }
+            Err(e) => warn!("cannot handle {name} (it would end the process): {e}"),
+        }
+    }
+}
+
 /// Wait for a signal (or a plane failing), then shut down in order.
 async fn lifecycle(
     health: &Health,
@@ -555,7 +593,8 @@ async fn lifecycle(
     delay: Duration,
     grace: Duration,
 ) -> ExitCode {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
     else {
         error!("cannot install signal handlers");
         return ExitCode::FAILURE;
@@ -563,6 +602,7 @@ async fn lifecycle(
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: shutting down"),
         _ = int.recv() => info!("SIGINT: shutting down"),
+        _ = quit.recv() => info!("SIGQUIT: shutting down"),
         Some((plane, result)) = done.recv() => {
             // A plane stopped by itself: the node is not serving what it advertises.
             let why = result.err().unwrap_or_else(|| "stopped unexpectedly".into());
@@ -576,6 +616,7 @@ async fn lifecycle(
         tokio::select! {
             _ = term.recv() => {},
             _ = int.recv() => {},
+            _ = quit.recv() => {},
         }
     };
     tokio::pin!(second);

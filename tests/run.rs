@@ -136,6 +136,29 @@ fn a_second_signal_exits_at_once() {
 }
 
 #[test]
+fn stray_signals_are_logged_and_ignored_and_sigquit_drains() {
+    let mut n = start(&[("NETSTRAP_SHUTDOWN_DELAY", "1")]);
+    wait_until("ready", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    // Each of these ended the process (exit 129…142) with no drain and nothing logged.
+    for sig in ["HUP", "USR1", "USR2", "ALRM", "HUP"] {
+        signal(&n.child, sig);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(n.child.try_wait().unwrap().is_none(), "SIG{sig} ended netstrap");
+        assert_eq!(get(n.rest, "/readyz").map(|(c, _)| c), Some(200), "not ready after SIG{sig}");
+    }
+    signal(&n.child, "QUIT");
+    wait_until("readiness 503", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 503));
+    let (code, log) = wait_exit(&mut n.child);
+    assert_eq!(code, 0, "{log}");
+    for line in ["SIGHUP ignored: nothing to reload", "SIGUSR1 ignored", "SIGUSR2 ignored", "SIGALRM ignored"]
+    {
+        assert!(log.contains(line), "{line:?} not logged:\n{log}");
+    }
+    assert_eq!(log.matches("SIGHUP ignored").count(), 1, "the second SIGHUP within 10 s is not logged again");
+    assert!(log.contains("SIGQUIT: shutting down") && log.contains("drained"), "{log}");
+}
+
+#[test]
 fn probe_fails_when_nothing_answers() {
     let port = free_port().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_netstrap"))
