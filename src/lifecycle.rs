@@ -281,6 +281,20 @@ pub fn run(mut settings: Settings) -> ExitCode {
         }
     }
 
+    // One instance per state directory, held until the process ends.
+    let _state_lock = match crate::state::lock(&settings.state_dir) {
+        Ok(lock) => Some(lock),
+        Err(e @ crate::state::LockError::Held { .. }) => {
+            error!("{e}");
+            error!("nothing advertised");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            warn!("{e}");
+            None
+        }
+    };
+
     // TLS: which planes use it (a broker that is off has none), and their server settings.
     let tls = match (&settings.tls, tls_store) {
         (Some(t), Some(store)) => {

@@ -159,6 +159,32 @@ fn stray_signals_are_logged_and_ignored_and_sigquit_drains() {
 }
 
 #[test]
+fn a_second_instance_on_the_same_state_dir_refuses_naming_the_first() {
+    let mut first = start(&[]);
+    wait_until("ready", || get(first.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    let state = first.dir.path().join("state");
+    let shared = state.display().to_string();
+    let mut second = start(&[("NETSTRAP_STATE_DIR", shared.as_str())]);
+    let (code, log) = wait_exit(&mut second.child);
+    assert_eq!(code, 2, "{log}");
+    let pid = first.child.id();
+    assert!(
+        log.contains(&format!("NETSTRAP_STATE_DIR {shared} is in use by another netstrap (pid {pid})")),
+        "{log}"
+    );
+    assert_eq!(get(first.rest, "/readyz").map(|(c, _)| c), Some(200), "the first one carries on");
+    // A holder killed with -9 leaves no stale lock behind.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let mut third = start(&[("NETSTRAP_STATE_DIR", shared.as_str())]);
+    wait_until("the next instance ready", || get(third.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    let holder = std::fs::read_to_string(state.join("netstrap.lock")).unwrap();
+    assert_eq!(holder.trim(), third.child.id().to_string());
+    signal(&third.child, "TERM");
+    wait_exit(&mut third.child);
+}
+
+#[test]
 fn probe_fails_when_nothing_answers() {
     let port = free_port().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_netstrap"))

@@ -238,7 +238,7 @@ pub const NETSTRAP: &[Variable] = &[
     v(
         "NETSTRAP_STATE_DIR",
         "./netstrap-state",
-        "where netstrap writes the node's files (netstrap.env, policies, network.json)",
+        "where netstrap writes the node's files (netstrap.env, policies, network.json); one instance per directory (`netstrap.lock` holds the pid: a second instance exits 2 naming it)",
     ),
     v("NETSTRAP_WATCH_INTERVAL", "30", "seconds between re-discoveries; an advertised change is re-declared"),
     v(
