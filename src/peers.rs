@@ -61,9 +61,19 @@ async fn dial(endpoint: String, timeout: Duration) -> Reach {
     Reach { endpoint, ok, detail }
 }
 
-/// Dial every node in `policies` (`{"<type>": {...}}` each), concurrently.
+/// Dials in flight at once, whatever the registry holds: each costs a descriptor, and a
+/// registry full of stale policies must not take the descriptors the planes and probes need.
+pub const MAX_DIALS: usize = 64;
+/// Nodes dialed per check; the rest are reported as not checked. With [`MAX_DIALS`] and a 1 s
+/// timeout, a check of nodes that all time out takes at most 3 × 1 000 / 64 ≈ 47 s.
+pub const MAX_CHECKED: usize = 1_000;
+
+/// Dial the nodes in `policies` (`{"<type>": {...}}` each), [`MAX_DIALS`] at a time, the first
+/// [`MAX_CHECKED`] of them.
 pub async fn check(policies: &[Value], timeout: Duration) -> Vec<PeerReport> {
+    let dials = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_DIALS));
     let mut set = tokio::task::JoinSet::new();
+    let mut not_checked = Vec::new();
     for (i, p) in policies.iter().enumerate() {
         let Some((ty, inner)) = p.as_object().and_then(|o| o.iter().next()) else { continue };
         let Some(inner) = inner.as_object() else { continue };
@@ -75,31 +85,43 @@ pub async fn check(policies: &[Value], timeout: Duration) -> Vec<PeerReport> {
             text("company"),
             inner.get("id").and_then(Value::as_str).map(String::from),
         );
+        if set.len() >= MAX_CHECKED {
+            let skip = |e: Option<String>| {
+                e.map(|endpoint| Reach {
+                    endpoint,
+                    ok: false,
+                    detail: format!("not checked (over {MAX_CHECKED} nodes)"),
+                })
+            };
+            let report = PeerReport {
+                node_type: ty,
+                name,
+                company,
+                id,
+                tcp: skip(tcp),
+                rest: skip(rest),
+                broker: skip(broker),
+            };
+            not_checked.push((i, report));
+            continue;
+        }
+        let dials = dials.clone();
         set.spawn(async move {
-            let (tcp, rest, broker) = tokio::join!(
-                async {
-                    match tcp {
-                        Some(e) => Some(dial(e, timeout).await),
-                        None => None,
-                    }
-                },
-                async {
-                    match rest {
-                        Some(e) => Some(dial(e, timeout).await),
-                        None => None,
-                    }
-                },
-                async {
-                    match broker {
-                        Some(e) => Some(dial(e, timeout).await),
-                        None => None,
-                    }
-                },
-            );
+            let checked = |endpoint: Option<String>| {
+                let dials = dials.clone();
+                async move {
+                    let endpoint = endpoint?;
+                    // Never closed: acquiring only fails on a closed semaphore.
+                    let _permit = dials.acquire_owned().await.ok()?;
+                    Some(dial(endpoint, timeout).await)
+                }
+            };
+            let (tcp, rest, broker) = tokio::join!(checked(tcp), checked(rest), checked(broker));
             (i, PeerReport { node_type: ty, name, company, id, tcp, rest, broker })
         });
     }
     let mut out = set.join_all().await;
+    out.extend(not_checked);
     out.sort_by_key(|(i, _)| *i);
     out.into_iter().map(|(_, r)| r).collect()
 }

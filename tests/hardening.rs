@@ -519,3 +519,47 @@ fn the_data_planes_yield_the_cpu_to_the_probes() {
         "NETSTRAP_DATA_NICE=0 leaves every thread alone: {threads:?}"
     );
 }
+
+/// Descriptors this process holds.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_check_dials_a_bounded_number_at_once_and_reports_the_rest_unchecked() {
+    use netstrap::peers::{MAX_CHECKED, MAX_DIALS, check};
+    // A listener that never accepts, with a backlog of 1: once its queue is full the kernel
+    // drops further SYNs, so every dial waits out its timeout, as to a stale policy's address.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let policies: Vec<Value> = (0..2 * MAX_CHECKED)
+        .map(|i| serde_json::json!({"operator": {"name": format!("stale-{i}"), "company": "c", "ip": "127.0.0.1", "port": port}}))
+        .collect();
+    let base = open_fds();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(open_fds(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let reports = check(&policies, Duration::from_millis(200)).await;
+    sampler.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    // Before: one dial per endpoint of every policy at once (30 000 for 10 000 policies).
+    assert!(peak <= base + MAX_DIALS + 8, "{} descriptors at once for the check (base {base})", peak - base);
+    assert_eq!(reports.len(), policies.len(), "every node is reported");
+    let (checked, unchecked): (Vec<_>, Vec<_>) =
+        reports.iter().partition(|r| !r.tcp.as_ref().unwrap().detail.starts_with("not checked"));
+    assert_eq!(checked.len(), MAX_CHECKED);
+    // Only the connections that fit the listener's queue complete.
+    let reachable = checked.iter().filter(|r| r.all_ok()).count();
+    assert!(reachable <= 2, "{reachable} reported reachable behind a full accept queue");
+    assert_eq!(unchecked[0].name, format!("stale-{MAX_CHECKED}"), "the first ones are checked, in order");
+    drop(listener);
+}
