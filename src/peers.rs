@@ -44,6 +44,38 @@ impl PeerReport {
     }
 }
 
+/// What the peer check needs of a node policy: kept instead of the policy, so that a long
+/// list of nodes costs a few hundred bytes each, not a parsed JSON tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub node_type: String,
+    pub name: String,
+    pub company: String,
+    pub id: Option<String>,
+    pub tcp: Option<String>,
+    pub rest: Option<String>,
+    pub broker: Option<String>,
+}
+
+impl Node {
+    /// The node a policy (`{"<type>": {...}}`) describes; `None` for what is not a policy.
+    pub fn from_policy(policy: &Value) -> Option<Node> {
+        let (ty, inner) = policy.as_object().and_then(|o| o.iter().next())?;
+        let inner = inner.as_object()?;
+        let text = |k: &str| inner.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let (tcp, rest, broker) = endpoints(inner);
+        Some(Node {
+            node_type: ty.clone(),
+            name: text("name"),
+            company: text("company"),
+            id: inner.get("id").and_then(Value::as_str).map(String::from),
+            tcp,
+            rest,
+            broker,
+        })
+    }
+}
+
 fn endpoints(inner: &serde_json::Map<String, Value>) -> (Option<String>, Option<String>, Option<String>) {
     let text = |k: &str| inner.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(String::from);
     let port = |k: &str| inner.get(k).and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()));
@@ -68,23 +100,13 @@ pub const MAX_DIALS: usize = 64;
 /// timeout, a check of nodes that all time out takes at most 3 × 1 000 / 64 ≈ 47 s.
 pub const MAX_CHECKED: usize = 1_000;
 
-/// Dial the nodes in `policies` (`{"<type>": {...}}` each), [`MAX_DIALS`] at a time, the first
-/// [`MAX_CHECKED`] of them.
-pub async fn check(policies: &[Value], timeout: Duration) -> Vec<PeerReport> {
+/// Dial `nodes`, [`MAX_DIALS`] endpoints at a time, the first [`MAX_CHECKED`] of them.
+pub async fn check(nodes: &[Node], timeout: Duration) -> Vec<PeerReport> {
     let dials = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_DIALS));
     let mut set = tokio::task::JoinSet::new();
     let mut not_checked = Vec::new();
-    for (i, p) in policies.iter().enumerate() {
-        let Some((ty, inner)) = p.as_object().and_then(|o| o.iter().next()) else { continue };
-        let Some(inner) = inner.as_object() else { continue };
-        let text = |k: &str| inner.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-        let (tcp, rest, broker) = endpoints(inner);
-        let (ty, name, company, id) = (
-            ty.clone(),
-            text("name"),
-            text("company"),
-            inner.get("id").and_then(Value::as_str).map(String::from),
-        );
+    for (i, node) in nodes.iter().enumerate() {
+        let Node { node_type: ty, name, company, id, tcp, rest, broker } = node.clone();
         if set.len() >= MAX_CHECKED {
             let skip = |e: Option<String>| {
                 e.map(|endpoint| Reach {

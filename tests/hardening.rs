@@ -548,7 +548,8 @@ async fn the_peer_check_dials_a_bounded_number_at_once_and_reports_the_rest_unch
             }
         })
     };
-    let reports = check(&policies, Duration::from_millis(200)).await;
+    let nodes: Vec<_> = policies.iter().filter_map(netstrap::peers::Node::from_policy).collect();
+    let reports = check(&nodes, Duration::from_millis(200)).await;
     sampler.abort();
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     // Before: one dial per endpoint of every policy at once (30 000 for 10 000 policies).
@@ -562,4 +563,102 @@ async fn the_peer_check_dials_a_bounded_number_at_once_and_reports_the_rest_unch
     assert!(reachable <= 2, "{reachable} reported reachable behind a full accept queue");
     assert_eq!(unchecked[0].name, format!("stale-{MAX_CHECKED}"), "the first ones are checked, in order");
     drop(listener);
+}
+
+/// Peak resident memory of a process, KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// An EdgeLake-style REST server whose `blockchain get operator` answers `policies` operator
+/// policies (~600 bytes each); every other `blockchain get` answers `[]`, every POST 200.
+async fn big_registry(policies: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            let policies = policies.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&b[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                let body = if head.contains("command: blockchain get operator\r\n") {
+                    let n = policies.load(std::sync::atomic::Ordering::Relaxed);
+                    let mut body = String::with_capacity(n * 620 + 2);
+                    body.push('[');
+                    for i in 0..n {
+                        if i > 0 {
+                            body.push(',');
+                        }
+                        body.push_str(&format!(
+                            r#"{{"operator": {{"name": "op-{i:08}", "company": "Big Co", "hostname": "host-{i:08}", "ip": "127.0.0.1", "local_ip": "10.0.{}.{}", "port": 1, "rest_port": 1, "broker_port": 1, "cluster": "0123456789abcdef0123456789abcdef", "loc": "37.7749, -122.4194", "country": "US", "state": "CA", "city": "San Francisco", "id": "{i:032x}", "date": "2026-12-03T00:00:00.000000Z", "ledger": "global", "notes": "padding padding padding padding padding padding padding padding padding padding padding"}}}}"#,
+                            i / 256 % 256,
+                            i % 256
+                        ));
+                    }
+                    body.push(']');
+                    body
+                } else if head.starts_with("get") {
+                    "[]".to_string()
+                } else {
+                    String::new()
+                };
+                let reply =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_registry_reply_is_refused_and_a_long_node_list_costs_about_its_size() {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(50_000));
+    let port = big_registry(count.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut env = node_env("203.0.113.9");
+    env.extend([
+        ("NETSTRAP_LEDGER", format!("anylog://127.0.0.1:{port}")),
+        ("LEDGER_CONN", "127.0.0.1:32048".to_string()),
+        ("NETSTRAP_WATCH_INTERVAL", "1".to_string()),
+        ("NETSTRAP_SOURCE_TIMEOUT_MS", "100".to_string()),
+    ]);
+    let state2 = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let n = start(&state2, &env);
+        let pid = n.child.id();
+        // 50 000 policies: ~30 MiB, over the 16 MiB netstrap reads of a node list.
+        wait_until("/v1/peers to name the limit", || {
+            n.get("/v1/peers").is_some_and(|(_, b)| b.contains("larger than 16 MiB"))
+        });
+        let refused = peak_rss_kib(pid);
+        eprintln!("peak RSS after a 30 MiB reply: {refused} KiB");
+        // Before: 1 124 MiB for a 30 MiB reply.
+        assert!(refused < 80 * 1024, "peak RSS {refused} KiB after a refused 30 MiB reply");
+        // 20 000 policies (~12 MiB) are read, parsed one at a time and checked (the first 1 000).
+        count.store(20_000, std::sync::atomic::Ordering::Relaxed);
+        wait_until("/v1/peers to list 20 000 nodes", || {
+            n.get("/v1/peers").is_some_and(|(_, b)| b.contains("op-00019999"))
+        });
+        let listed = peak_rss_kib(pid);
+        eprintln!("peak RSS with 20 000 nodes: {listed} KiB");
+        assert!(listed < 112 * 1024, "peak RSS {listed} KiB for a 12 MiB node list");
+        assert!(n.get("/livez").is_some_and(|(c, _)| c == 200));
+        n.stop();
+    })
+    .await
+    .unwrap();
 }

@@ -184,10 +184,11 @@ impl Advertiser {
         let json = match self.registry.nodes().await {
             Ok(nodes) => {
                 let reports = crate::peers::check(&nodes, self.settings.source_timeout).await;
-                serde_json::to_value(reports).unwrap_or_default()
+                serde_json::value::to_raw_value(&reports)
             }
-            Err(e) => json!({"error": e.to_string()}),
+            Err(e) => serde_json::value::to_raw_value(&json!({"error": e.to_string()})),
         };
+        let json = json.ok().map(Arc::from);
         self.publish(|next| {
             next.peers = json;
         });

@@ -46,8 +46,10 @@ pub struct NodeSnapshot {
     pub declared: Option<serde_json::Value>,
     /// Self-verification of every advertised endpoint (JSON list of `EndpointCheck`).
     pub verification: serde_json::Value,
-    /// The last reachability check of the registry's nodes (JSON list of `PeerReport`).
-    pub peers: serde_json::Value,
+    /// The last reachability check of the registry's nodes (JSON list of `PeerReport`, or an
+    /// error), serialized once: it can list thousands of nodes, and the snapshot is cloned
+    /// on every change and read on every request.
+    pub peers: Option<Arc<serde_json::value::RawValue>>,
     /// `NETSTRAP_DECLARE=node`: how the node reports itself (JSON of `NodeStatus`).
     pub node: Option<serde_json::Value>,
 }

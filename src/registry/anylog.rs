@@ -41,8 +41,14 @@ use crate::discover::http::error_chain;
 /// The User-Agent EdgeLake requires before it reads the `command` header.
 pub const USER_AGENT: &str = "AnyLog/1.23";
 
-/// Largest `blockchain get` reply read (a ledger of thousands of policies fits).
-const MAX_BODY: usize = 32 * 1024 * 1024;
+/// Largest reply read to a look-up of one identity (`blockchain get <type> where company=…
+/// and name=…`, a cluster by name): hundreds of duplicates of a policy fit.
+const MAX_LOOKUP: usize = 4 * 1024 * 1024;
+/// Largest reply read to a list of every node of a type: ~25 000 policies of the usual
+/// ~600 bytes. Read into one buffer and parsed one policy at a time into what the peer check
+/// needs ([`crate::peers::Node`]), so the list costs about its own size, not a JSON tree of it
+/// (a 30 MiB reply took 1.1 GiB that way).
+const MAX_LIST: usize = 16 * 1024 * 1024;
 
 /// Why a call to an EdgeLake node failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,10 +160,26 @@ impl AnylogClient {
         self.get_command(&command).await
     }
 
-    /// Every policy of `policy_type`.
-    pub async fn get_all(&self, policy_type: &str) -> Result<Vec<Value>, AnylogError> {
+    /// Every node of `policy_type`, read and parsed within [`MAX_LIST`].
+    pub async fn get_nodes(&self, policy_type: &str) -> Result<Vec<crate::peers::Node>, AnylogError> {
         check_word("policy type", policy_type)?;
-        self.get_command(&format!("blockchain get {policy_type}")).await
+        let command = format!("blockchain get {policy_type}");
+        let reply = self.send(Method::GET, &command, Bytes::new(), MAX_LIST).await?;
+        if !reply.status.is_success() {
+            return Err(refused(&command, &reply));
+        }
+        let mut nodes = Vec::new();
+        let mut de = serde_json::Deserializer::from_slice(&reply.body);
+        serde::de::DeserializeSeed::deserialize(NodeList(&mut nodes), &mut de)
+            .and_then(|()| de.end())
+            .map_err(|e| {
+                AnylogError::BadReply(format!(
+                    "`{command}` answered {} with {} ({e}), expected a JSON array of policies",
+                    reply.status,
+                    crate::discover::http::excerpt(&reply.body)
+                ))
+            })?;
+        Ok(nodes)
     }
 
     /// The id of the cluster policy named `name` (in `company` when given), `None` when there
@@ -221,7 +243,7 @@ impl AnylogClient {
             format!("blockchain insert where policy=!{var} and local=true and master={}", self.master);
         // Python-style JSON escapes non-ASCII, so the body is ASCII whatever EdgeLake decodes it as.
         let body = format!("<{var}={}>", python_json(policy));
-        let reply = self.send(Method::POST, &command, Bytes::from(body)).await?;
+        let reply = self.send(Method::POST, &command, Bytes::from(body), MAX_LOOKUP).await?;
         if reply.status.is_success() {
             return Ok(());
         }
@@ -234,7 +256,7 @@ impl AnylogClient {
         check_word("master (LEDGER_CONN)", &self.master)?;
         let command =
             format!("blockchain delete policy where id={id} and local=true and master={}", self.master);
-        let reply = self.send(Method::POST, &command, Bytes::new()).await?;
+        let reply = self.send(Method::POST, &command, Bytes::new(), MAX_LOOKUP).await?;
         if reply.status.is_success() {
             return Ok(DeleteOutcome::Deleted);
         }
@@ -247,7 +269,7 @@ impl AnylogClient {
     /// Any read-only command whose reply is one JSON value (`get processes where
     /// format=json`, `get connections where format=json`).
     pub async fn get_json(&self, command: &str) -> Result<Value, AnylogError> {
-        let reply = self.send(Method::GET, command, Bytes::new()).await?;
+        let reply = self.send(Method::GET, command, Bytes::new(), MAX_LOOKUP).await?;
         if !reply.status.is_success() {
             return Err(refused(command, &reply));
         }
@@ -256,12 +278,18 @@ impl AnylogClient {
     }
 
     async fn get_command(&self, command: &str) -> Result<Vec<Value>, AnylogError> {
-        let reply = self.send(Method::GET, command, Bytes::new()).await?;
+        let reply = self.send(Method::GET, command, Bytes::new(), MAX_LOOKUP).await?;
         get_reply(command, reply)
     }
 
     /// One request on a fresh connection, bounded by the timeout from connect to last byte.
-    async fn send(&self, method: Method, command: &str, body: Bytes) -> Result<Reply, AnylogError> {
+    async fn send(
+        &self,
+        method: Method,
+        command: &str,
+        body: Bytes,
+        max: usize,
+    ) -> Result<Reply, AnylogError> {
         let command_value = HeaderValue::from_bytes(command.as_bytes()).map_err(|_| {
             AnylogError::InvalidPolicy(format!(
                 "`{command}` cannot be sent as an HTTP header (control characters in a value)"
@@ -288,12 +316,17 @@ impl AnylogClient {
             .await
             .map_err(|_| timeout("connecting"))?
             .map_err(|e| self.unreachable(e.to_string()))?;
-        tokio::time::timeout_at(deadline, self.exchange(stream, req))
+        tokio::time::timeout_at(deadline, self.exchange(stream, req, max))
             .await
             .map_err(|_| timeout("waiting for the reply"))?
     }
 
-    async fn exchange(&self, stream: TcpStream, req: Request<Full<Bytes>>) -> Result<Reply, AnylogError> {
+    async fn exchange(
+        &self,
+        stream: TcpStream,
+        req: Request<Full<Bytes>>,
+        max: usize,
+    ) -> Result<Reply, AnylogError> {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.unreachable(error_chain(&e)))?;
@@ -316,11 +349,9 @@ impl AnylogClient {
                 .get::<hyper::ext::ReasonPhrase>()
                 .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
             let body = if parts.status.is_success() {
-                Limited::new(body, MAX_BODY)
-                    .collect()
+                read_within(body, max)
                     .await
                     .map_err(|e| AnylogError::BadReply(format!("reading a {} reply: {e}", parts.status)))?
-                    .to_bytes()
             } else if reason.is_none() {
                 // Not EdgeLake's error form (a proxy, say): the body may say why. It may also be
                 // unreadable; an error reply must never fail for that.
@@ -340,6 +371,54 @@ impl AnylogClient {
 
     fn unreachable(&self, cause: String) -> AnylogError {
         AnylogError::Unreachable { addr: self.rest_addr.clone(), cause }
+    }
+}
+
+/// Read a reply body into one buffer of at most `max` bytes (a larger one is refused, naming
+/// the limit, before more is read).
+async fn read_within(mut body: hyper::body::Incoming, max: usize) -> Result<Bytes, String> {
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| error_chain(&e))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(format!(
+                    "the reply is larger than {} MiB, more than netstrap reads of a registry reply; \
+                     a ledger that big is mostly stale policies (see `netstrap peers`)",
+                    max / (1024 * 1024)
+                ));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// The command up to its `where`, for messages.
+fn verb(command: &str) -> &str {
+    command.split(" where ").next().unwrap_or(command)
+}
+
+/// A JSON array of policies, turned into [`crate::peers::Node`]s one element at a time.
+struct NodeList<'a>(&'a mut Vec<crate::peers::Node>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for NodeList<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NodeList<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of policies")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(policy) = seq.next_element::<Value>()? {
+            self.0.extend(crate::peers::Node::from_policy(&policy));
+        }
+        Ok(())
     }
 }
 
@@ -373,7 +452,7 @@ fn get_reply(command: &str, reply: Reply) -> Result<Vec<Value>, AnylogError> {
 
 /// The error of a non-2xx reply: EdgeLake's reason-phrase JSON when there is one.
 fn refused(command: &str, reply: &Reply) -> AnylogError {
-    let verb: String = command.split(" where ").next().unwrap_or(command).to_string();
+    let verb = verb(command).to_string();
     let status = reply.status.as_u16();
     let parsed = reply.reason.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok());
     let (err_code, err_text) = match (&parsed, &reply.reason) {

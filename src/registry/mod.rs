@@ -89,18 +89,19 @@ impl Registry {
         }
     }
 
-    /// Every node policy (the types in [`crate::peers::NODE_TYPES`]).
-    pub async fn nodes(&self) -> Result<Vec<Value>, RegistryError> {
+    /// Every node (policies of the types in [`crate::peers::NODE_TYPES`]).
+    pub async fn nodes(&self) -> Result<Vec<crate::peers::Node>, RegistryError> {
         match self {
             Registry::None => Ok(Vec::new()),
             Registry::File(f) => {
                 let f = f.clone();
-                blocking(move || f.all(crate::peers::NODE_TYPES)).await
+                let policies = blocking(move || f.all(crate::peers::NODE_TYPES)).await?;
+                Ok(policies.iter().filter_map(crate::peers::Node::from_policy).collect())
             }
             Registry::Anylog(a) => {
                 let mut all = Vec::new();
                 for ty in crate::peers::NODE_TYPES {
-                    all.extend(a.get_all(ty).await?);
+                    all.extend(a.get_nodes(ty).await?);
                 }
                 Ok(all)
             }

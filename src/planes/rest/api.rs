@@ -156,6 +156,12 @@ async fn config_policy(State(s): State<RestState>) -> Response {
     }
 }
 
-async fn peers(State(s): State<RestState>) -> Json<serde_json::Value> {
-    Json(s.snapshot.borrow().peers.clone())
+async fn peers(State(s): State<RestState>) -> Response {
+    let peers = s.snapshot.borrow().peers.clone();
+    match peers {
+        Some(raw) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/json")], raw.get().to_owned()).into_response()
+        }
+        None => Json(serde_json::Value::Null).into_response(),
+    }
 }
