@@ -116,3 +116,42 @@ fn a_ledger_conn_name_edgelake_would_misread_and_that_does_not_resolve_is_a_warn
     assert!(all.contains("LEDGER_CONN=edgelake-master:32048"), "{all}");
     assert!(all.contains("as a blockchain query"), "{all}");
 }
+
+#[test]
+fn values_edgelake_could_never_store_are_refused_at_start_naming_the_variable() {
+    for (key, value, why) in [
+        ("NODE_NAME", "edge\nnode", "control character"),
+        ("COMPANY_NAME", "A>B", "'>'"),
+        ("CLUSTER_NAME", "c\"1", "'\"'"),
+        ("CITY", "Kö\u{7}ln", "control character"),
+    ] {
+        for command in ["run", "policy", "discover"] {
+            let o =
+                netstrap(&[command], &[("LOCAL_IP", "127.0.0.1"), ("ANYLOG_REST_PORT", "1"), (key, value)]);
+            assert_eq!(o.status.code(), Some(2), "{command} with {key}={value:?}: {}", stderr(&o));
+            let err = stderr(&o);
+            assert!(
+                err.contains(&format!("{key}=")) && err.contains(why),
+                "{command} with {key}={value:?}: {err}"
+            );
+        }
+    }
+    // What EdgeLake stores is accepted: non-ASCII, quotes where nothing looks them up.
+    let o = netstrap(&["policy"], &[("NODE_NAME", "Société-1"), ("CITY", "\"Köln\"")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_missing_resolv_conf_is_named_as_missing() {
+    let o = netstrap(
+        &["discover", "--json"],
+        &[
+            ("LOCAL_IP", "127.0.0.1"),
+            ("DNS", "node1.example"),
+            ("NETSTRAP_RESOLV_CONF", "/nonexistent/resolv.conf"),
+        ],
+    );
+    let out = stdout(&o);
+    assert!(out.contains("/nonexistent/resolv.conf does not exist"), "{out}");
+    assert!(!out.contains("lists none"), "{out}");
+}

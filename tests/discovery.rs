@@ -188,7 +188,11 @@ async fn ledger_conn_is_recomputed_from_the_stable_name_never_the_pod_ip() {
 
 fn pod_facts(resolv: &str) -> MachineFacts {
     MachineFacts {
-        names: NameFacts { resolv_conf: Some(ResolvConf::parse(resolv)), sa_namespace: Some("edge".into()) },
+        names: NameFacts {
+            resolv_conf: Some(ResolvConf::parse(resolv)),
+            sa_namespace: Some("edge".into()),
+            resolv_conf_error: None,
+        },
         ..facts()
     }
 }

@@ -347,6 +347,31 @@ impl<'a> Reader<'a> {
         self.string(key).map(|f| f.value).unwrap_or_else(|| default.to_string())
     }
 
+    /// Text that goes into a policy EdgeLake must store: no control character (a newline
+    /// cannot go in the request header that carries a look-up, nor in a policy line), no `>`
+    /// (it ends the `<var={json}>` body of `blockchain insert`: err 11) and, for what is
+    /// looked up by value (`where name="…"`), no `"`. Such a value could never be declared;
+    /// it is refused here rather than retried forever.
+    fn policy_text(&mut self, key: &str, looked_up: bool) -> Option<Found<String>> {
+        let accepted = if looked_up {
+            "text without control characters, '>' or '\"'"
+        } else {
+            "text without control characters or '>'"
+        };
+        self.parse(key, accepted, |s| {
+            if let Some(c) = s.chars().find(|c| c.is_control()) {
+                return Err(format!("it contains the control character {c:?}, which EdgeLake cannot store"));
+            }
+            if s.contains('>') {
+                return Err("it contains '>', which ends EdgeLake's policy body (err 11)".into());
+            }
+            if looked_up && s.contains('"') {
+                return Err("it contains '\"', which EdgeLake's look-up by value cannot carry".into());
+            }
+            Ok(s.to_string())
+        })
+    }
+
     fn port(&mut self, key: &str) -> Option<Found<u16>> {
         self.parse(key, "a port number 1-65535", |s| match s.parse::<u32>() {
             Ok(0) => Err("port 0 cannot be advertised".into()),
@@ -763,14 +788,16 @@ impl Settings {
 
         let settings = Settings {
             tls,
-            node_name: r.string("NODE_NAME"),
-            company_name: r.text("COMPANY_NAME", "New Company"),
-            location: r.text("LOCATION", "0.0, 0.0"),
-            country: r.text("COUNTRY", "Unknown"),
-            state: r.text("STATE", "Unknown"),
-            city: r.text("CITY", "Unknown"),
-            config_name: r.string("CONFIG_NAME").map(|f| f.value),
-            cluster_name: r.string("CLUSTER_NAME").map(|f| f.value),
+            node_name: r.policy_text("NODE_NAME", true),
+            company_name: r
+                .policy_text("COMPANY_NAME", true)
+                .map_or_else(|| "New Company".into(), |f| f.value),
+            location: r.policy_text("LOCATION", false).map_or_else(|| "0.0, 0.0".into(), |f| f.value),
+            country: r.policy_text("COUNTRY", false).map_or_else(|| "Unknown".into(), |f| f.value),
+            state: r.policy_text("STATE", false).map_or_else(|| "Unknown".into(), |f| f.value),
+            city: r.policy_text("CITY", false).map_or_else(|| "Unknown".into(), |f| f.value),
+            config_name: r.policy_text("CONFIG_NAME", true).map(|f| f.value),
+            cluster_name: r.policy_text("CLUSTER_NAME", true).map(|f| f.value),
             cluster_id: r.string("NETSTRAP_CLUSTER_ID").map(|f| f.value),
             hostname: r.string("HOSTNAME").map(|f| f.value),
             tcp,

@@ -21,12 +21,16 @@ pub struct NameFacts {
     pub resolv_conf: Option<ResolvConf>,
     /// The service-account namespace file's content, if present.
     pub sa_namespace: Option<String>,
+    /// Why the resolver configuration could not be read, when it could not.
+    pub resolv_conf_error: Option<String>,
 }
 
 impl NameFacts {
     pub fn read(settings: &Settings) -> NameFacts {
+        let resolv_conf = ResolvConf::read(&settings.resolv_conf);
         NameFacts {
-            resolv_conf: ResolvConf::read(&settings.resolv_conf).ok(),
+            resolv_conf_error: resolv_conf.as_ref().err().map(ToString::to_string),
+            resolv_conf: resolv_conf.ok(),
             sa_namespace: std::fs::read_to_string(settings.sa_dir.join("namespace"))
                 .ok()
                 .map(|s| s.trim().to_string())
@@ -152,6 +156,10 @@ pub async fn resolution(settings: &Settings, facts: &NameFacts, name: &str) -> O
         return None;
     }
     let servers = nameservers(settings, facts);
+    if let (true, Some(why)) = (servers.is_empty(), &facts.resolv_conf_error) {
+        let error = format!("no nameserver to ask ({why}): cannot resolve {name}; set NETSTRAP_NAMESERVER");
+        return Some(Resolution { addresses: Vec::new(), error: Some(error) });
+    }
     Some(match resolve(name, &servers, settings.source_timeout).await {
         Ok(addresses) => Resolution { addresses, error: None },
         Err(e) => Resolution { addresses: Vec::new(), error: Some(e.to_string()) },
