@@ -432,6 +432,8 @@ pub fn run(mut settings: Settings) -> ExitCode {
                     upstream: settings.rest_upstream,
                     timeout: settings.rest_timeout.value,
                     tls: rest_tls.clone(),
+                    trusted_proxies: settings.trusted_proxies.clone(),
+                    max_connections: settings.rest_max_connections,
                     ..Default::default()
                 };
                 let state = rest::RestState::new(health.clone(), snap_rx.clone(), metrics, options)

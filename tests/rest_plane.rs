@@ -152,6 +152,32 @@ async fn fake_edgelake() -> SocketAddr {
                     tokio::time::sleep(Duration::from_secs(30)).await;
                     return;
                 }
+                if head.starts_with("GET /stall") {
+                    // A head and the first tenth of the body, then nothing.
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789").await;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return;
+                }
+                if head.starts_with("GET /echo-forwarded") {
+                    // Every forwarding header as the node received it, one per line.
+                    let seen: Vec<String> = head
+                        .lines()
+                        .filter(|l| {
+                            let l = l.to_ascii_lowercase();
+                            l.starts_with("x-forwarded-for:")
+                                || l.starts_with("forwarded:")
+                                || l.starts_with("x-real-ip:")
+                        })
+                        .map(|l| l.to_ascii_lowercase())
+                        .collect();
+                    let body = seen.join("\n");
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(reply.as_bytes()).await;
+                    return;
+                }
                 let reply = match (header("command"), header("user-agent")) {
                     (Some(cmd), Some(ua)) if ua.starts_with("AnyLog/") && cmd == r#"blockchain get operator where company="Acme Co" and name=op-1"# => {
                         let body = r#"[{"operator": {"name": "op-1", "company": "Acme Co"}}]"#;
@@ -266,4 +292,72 @@ async fn probes_answer_the_same_on_the_fast_path_and_are_counted() {
     assert_eq!(count(200), 2, "{metrics}");
     assert_eq!(count(503), 1, "{metrics}");
     assert_eq!(count(405), 1, "{metrics}");
+}
+
+#[tokio::test]
+async fn a_clients_own_forwarding_headers_reach_the_node_only_through_a_trusted_proxy() {
+    let upstream = fake_edgelake().await;
+    let spoofed = "GET /echo-forwarded HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nConnection: close\r\n\r\n";
+    let p = start(RestOptions { upstream: Some(upstream), ..Default::default() }).await;
+    let (code, _, body) = raw(p.addr, spoofed).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body, "x-forwarded-for: 127.0.0.1", "the node sees the real peer only");
+    p.shutdown.cancel();
+
+    let trusted = start(RestOptions {
+        upstream: Some(upstream),
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Default::default()
+    })
+    .await;
+    let (_, _, body) = raw(trusted.addr, spoofed).await;
+    assert!(
+        body.contains("x-forwarded-for: 6.6.6.6") && body.contains("x-forwarded-for: 127.0.0.1"),
+        "{body}"
+    );
+    trusted.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_reply_body_that_stalls_is_cut_off_after_rest_timeout() {
+    let upstream = fake_edgelake().await;
+    let p = start(RestOptions {
+        upstream: Some(upstream),
+        timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let (code, _, body) = get(p.addr, "/stall").await;
+    assert_eq!(code, 200);
+    assert_eq!(body, "0123456789", "what arrived is passed on");
+    // Before: the client was held open as long as the node held its side (30 s here).
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    p.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_at_accept_and_the_rest_carry_on() {
+    let p = start(RestOptions { max_connections: 16, ..Default::default() }).await;
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(TcpStream::connect(p.addr).await.unwrap());
+    }
+    let mut over = TcpStream::connect(p.addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let closed =
+        tokio::time::timeout(Duration::from_secs(5), over.read(&mut buf)).await.expect("closed at once");
+    assert!(matches!(closed, Ok(0) | Err(_)), "the connection over the limit is closed: {closed:?}");
+    drop(idle);
+    // Slots come back as connections close.
+    let mut answered = false;
+    for _ in 0..50 {
+        if get(p.addr, "/livez").await.0 == 200 {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered, "served again once the idle connections closed");
+    p.shutdown.cancel();
 }

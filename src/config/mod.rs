@@ -232,6 +232,10 @@ pub struct Settings {
     pub kubeconfig: Option<PathBuf>,
     pub resolv_conf: PathBuf,
     pub nameservers: Vec<SocketAddr>,
+    /// `NETSTRAP_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is kept (appended to).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `NETSTRAP_REST_MAX_CONNECTIONS`: concurrent connections of the rest plane.
+    pub rest_max_connections: usize,
 
     pub tcp_mode: Found<TcpMode>,
     pub tcp_upstream: Option<SocketAddr>,
@@ -685,6 +689,39 @@ impl Settings {
             })
             .collect();
 
+        let trusted_proxies = r
+            .list("NETSTRAP_TRUSTED_PROXIES")
+            .into_iter()
+            .filter_map(|s| {
+                let parsed = s
+                    .parse::<ipnet::IpNet>()
+                    .ok()
+                    .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from));
+                if parsed.is_none() {
+                    r.errors.push(ConfigError::Invalid {
+                        key: "NETSTRAP_TRUSTED_PROXIES".into(),
+                        value: s,
+                        origin: layers
+                            .get("NETSTRAP_TRUSTED_PROXIES")
+                            .map(|(_, o)| o.to_string())
+                            .unwrap_or_default(),
+                        problem: "not an address or CIDR".into(),
+                        accepted: "comma-separated IPs or CIDRs, e.g. 10.0.0.5,10.244.0.0/16".into(),
+                    });
+                }
+                parsed
+            })
+            .collect();
+        let rest_max_connections = r
+            .parse("NETSTRAP_REST_MAX_CONNECTIONS", "a whole number from 16 to 1000000", |s| {
+                match s.parse::<usize>() {
+                    Ok(n) if (16..=1_000_000).contains(&n) => Ok(n),
+                    Ok(_) => Err("out of range".into()),
+                    Err(_) => Err("not a whole number".into()),
+                }
+            })
+            .map_or(crate::planes::rest::DEFAULT_MAX_CONNECTIONS, |f| f.value);
+
         let tcp_upstream = r.socket("NETSTRAP_TCP_UPSTREAM");
         let tcp_mode = r
             .choice("NETSTRAP_TCP_MODE", &[("native", TcpMode::Native), ("relay", TcpMode::Relay)])
@@ -849,6 +886,8 @@ impl Settings {
                 .map(|f| PathBuf::from(f.value))
                 .unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
             nameservers,
+            trusted_proxies,
+            rest_max_connections,
             tcp_mode,
             tcp_upstream,
             tcp_proxy_protocol: r.bool("NETSTRAP_TCP_PROXY_PROTOCOL", false).value,

@@ -139,6 +139,16 @@ pub const NETSTRAP: &[Variable] = &[
     v("NETSTRAP_TCP_PROXY_PROTOCOL", "false", "send a PROXY protocol v2 header to the TCP upstream"),
     v("NETSTRAP_REST_UPSTREAM", "unset", "co-located node's REST address; other paths are proxied there"),
     v(
+        "NETSTRAP_TRUSTED_PROXIES",
+        "unset",
+        "comma-separated IPs/CIDRs of proxies in front of netstrap whose X-Forwarded-For is kept; from any other peer it is replaced by the peer's address",
+    ),
+    v(
+        "NETSTRAP_REST_MAX_CONNECTIONS",
+        "4096",
+        "concurrent connections of the rest plane (~11 KiB each when idle); more are closed at accept, logged at most once per 10 s",
+    ),
+    v(
         "NETSTRAP_READY_UPSTREAM",
         "false",
         "readiness also requires every upstream (relay or REST proxy target) to accept a connection",

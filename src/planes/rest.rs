@@ -55,7 +55,15 @@ pub struct RestOptions {
     pub max_header_bytes: usize,
     /// Serve HTTPS only, with this configuration (see `crate::tls`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Peers whose `X-Forwarded-For` is kept and appended to (`NETSTRAP_TRUSTED_PROXIES`);
+    /// from anyone else it is replaced by the peer's address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Concurrent connections, over all event loops (`NETSTRAP_REST_MAX_CONNECTIONS`).
+    pub max_connections: usize,
 }
+
+/// `NETSTRAP_REST_MAX_CONNECTIONS` by default: ~45 MiB of idle connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 impl Default for RestOptions {
     fn default() -> Self {
@@ -66,6 +74,8 @@ impl Default for RestOptions {
             max_body: 16 * 1024 * 1024,
             max_header_bytes: 64 * 1024,
             tls: None,
+            trusted_proxies: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -86,6 +96,8 @@ pub struct Shared {
     /// The TLS setup, for the `tls` object of `/v1/network` (`None`: TLS is off).
     pub tls: Option<crate::tls::Tls>,
     client: proxy::Client,
+    /// One permit per open connection, shared by every event loop.
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::ops::Deref for RestState {
@@ -106,6 +118,7 @@ impl RestState {
             health,
             snapshot,
             metrics,
+            connections: Arc::new(tokio::sync::Semaphore::new(options.max_connections)),
             options: Arc::new(options),
             tls: None,
             client: proxy::client(),
@@ -197,6 +210,9 @@ pub async fn serve_loops(
     }
 }
 
+static ACCEPT_FAILED: crate::logging::Throttle = crate::logging::Throttle::new(Duration::from_secs(10));
+static OVER_LIMIT: crate::logging::Throttle = crate::logging::Throttle::new(Duration::from_secs(10));
+
 /// Serve the rest plane on `listener` until `shutdown`, then let in-flight requests finish
 /// (the caller bounds that with its grace period).
 pub async fn serve(listener: TcpListener, state: RestState, shutdown: Shutdown) {
@@ -212,14 +228,27 @@ pub async fn serve(listener: TcpListener, state: RestState, shutdown: Shutdown) 
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "rest: accept failed");
+                    if let Some(suppressed) = ACCEPT_FAILED.allow() {
+                        tracing::warn!(error = %e, suppressed, "rest: accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+            if let Some(suppressed) = OVER_LIMIT.allow() {
+                tracing::warn!(
+                    %peer,
+                    suppressed,
+                    max = options.max_connections,
+                    "rest: connection limit reached (NETSTRAP_REST_MAX_CONNECTIONS); closing the new connection"
+                );
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let guard = metrics.connection(Plane::Rest);
+        let guard = (metrics.connection(Plane::Rest), permit);
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(options.header_read_timeout)

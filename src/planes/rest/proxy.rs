@@ -84,6 +84,14 @@ pub async fn forward(State(s): State<RestState>, req: Request) -> Response {
     let client_ip =
         parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
     strip_hop_by_hop(&mut parts.headers);
+    // What a client says about where it came from is believed only from a trusted proxy:
+    // from anyone else, the node would see a spoofed first address.
+    let trusted = client_ip.is_some_and(|ip| s.options.trusted_proxies.iter().any(|net| net.contains(&ip)));
+    if !trusted {
+        for h in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+            parts.headers.remove(h);
+        }
+    }
     if let Some(ip) = client_ip
         && let Ok(v) = HeaderValue::from_str(&ip.to_string())
     {
@@ -104,7 +112,13 @@ pub async fn forward(State(s): State<RestState>, req: Request) -> Response {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if parts.status.is_success() {
-        return Response::from_parts(parts, Body::new(body));
+        // REST_TIMEOUT bounds the wait for the head (`observe`); a body that then stalls is
+        // cut off after REST_TIMEOUT without a byte, not held open for ever.
+        let idle = s.options.timeout;
+        if idle.is_zero() {
+            return Response::from_parts(parts, Body::new(body));
+        }
+        return Response::from_parts(parts, Body::new(IdleBounded::new(body, idle)));
     }
     // Error replies: keep what can be read (EdgeLake's body framing is broken).
     let mut kept = Vec::new();
@@ -125,4 +139,58 @@ pub async fn forward(State(s): State<RestState>, req: Request) -> Response {
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(kept))
+}
+
+/// A response body that fails when no frame arrives for `idle` (the client's connection is
+/// then closed, as a stalled upstream's would be).
+struct IdleBounded<B> {
+    body: B,
+    idle: std::time::Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> IdleBounded<B> {
+    fn new(body: B, idle: std::time::Duration) -> Self {
+        IdleBounded { body, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+    }
+}
+
+impl<B> hyper::body::Body for IdleBounded<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                    "the node's reply stalled: no byte for REST_TIMEOUT={}s",
+                    this.idle.as_secs()
+                )
+                .into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
