@@ -662,3 +662,25 @@ async fn a_huge_registry_reply_is_refused_and_a_long_node_list_costs_about_its_s
     .await
     .unwrap();
 }
+
+#[test]
+fn a_flood_over_the_connection_limit_is_logged_once_not_once_per_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(&dir.path().join("state"), &[("NETSTRAP_REST_MAX_CONNECTIONS", "16".to_string())]);
+    n.wait_ready();
+    let idle: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(("127.0.0.1", n.rest)).unwrap()).collect();
+    // Let netstrap accept them all (connect returns before the accept).
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..2_000 {
+        let mut s = TcpStream::connect(("127.0.0.1", n.rest)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let _ = s.read(&mut [0u8; 1]);
+    }
+    drop(idle);
+    wait_until("served again", || n.get("/livez").is_some_and(|(c, _)| c == 200));
+    let (_, log) = n.stop();
+    // Before: one WARN per refused connection (20 000 lines in 1.5 s).
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("connection limit reached")).collect();
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    assert!(refusals[0].contains("NETSTRAP_REST_MAX_CONNECTIONS"), "{}", refusals[0]);
+}

@@ -63,13 +63,12 @@ use rumqttd::protocol::v5::V5;
 use rumqttd::{ConnectionSettings, Handoff, Router, RouterConfig, Server, ServerSettings};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::task::TaskTracker;
+
 use tracing::{debug, info, warn};
 
-use super::Shutdown;
 use super::broker_guard::{self, Guard, Inspector, Limits};
 use super::broker_stream::{Counters, Guarded, LINGER};
+use super::{Shutdown, accept_loop};
 use crate::bind::BindError;
 use crate::metrics::{Metrics, PlaneLabel};
 use crate::table::Plane;
@@ -174,7 +173,7 @@ pub async fn serve_embedded_on(
 
     let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let guard = Guard::new(opts.limits, metrics.broker_refused.clone());
-    accept_loop(&listener, opts.max_connections, &shutdown, |client, peer, permit| {
+    accept_loop(listener, "broker", opts.max_connections, &shutdown, |client, peer, permit| {
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
@@ -242,7 +241,7 @@ pub async fn serve_relay_tls(
         "broker plane: relaying to the node's broker"
     );
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
-    accept_loop(&listener, RELAY_MAX_CONNECTIONS, &shutdown, |client, peer, permit| {
+    accept_loop(listener, "broker", RELAY_MAX_CONNECTIONS, &shutdown, |client, peer, permit| {
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
@@ -308,43 +307,6 @@ async fn connect_to(addr: SocketAddr) -> io::Result<TcpStream> {
     // MQTT packets are small and interactive: do not batch them.
     let _ = stream.set_nodelay(true);
     Ok(stream)
-}
-
-/// Accept until `shutdown`, at most `max` connections at once (extra ones are closed), each
-/// handled on its own task, which holds the connection's permit; then wait for the handlers
-/// (which watch `shutdown` too).
-async fn accept_loop<F, Fut>(listener: &TcpListener, max: usize, shutdown: &Shutdown, mut handle: F)
-where
-    F: FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let tracker = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(max));
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!("broker: accept failed: {e}");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                    }
-                }
-            },
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(%peer, max, "broker: connection limit reached; closing the new connection");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        // Spawned as it is: wrapping it in another future would take its size twice.
-        tracker.spawn(handle(stream, peer, permit));
-    }
-    tracker.close();
-    tracker.wait().await;
 }
 
 /// Copy both ways until the server side closes (a client's EOF is passed on as a half-close,

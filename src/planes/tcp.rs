@@ -9,7 +9,7 @@
 //!
 //! # Shutdown
 //!
-//! Both `serve_*` functions stop accepting as soon as the [`Shutdown`] token is cancelled, then
+//! Both `serve_*` functions stop accepting as soon as the [`Shutdown`](super::Shutdown) token is cancelled, then
 //! wait for their in-flight connections and return only when the last one has finished. The
 //! caller owns the grace period: it bounds the wait by bounding the future, e.g.
 //! `tokio::time::timeout(grace, serve_relay(..))`, and tasks still running after that are
@@ -23,16 +23,7 @@ mod hello;
 mod native;
 mod relay;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
-use tracing::warn;
-
-use super::Shutdown;
+use super::accept_loop;
 
 pub use hello::hello;
 pub use native::{MAX_NONCE, NativeOptions, handle_line, serve_native};
@@ -40,45 +31,3 @@ pub use relay::{RelayOptions, proxy_header, serve_relay};
 
 /// Concurrent connections either mode accepts by default; more are closed at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-
-/// Accept until `shutdown`, at most `max` connections at once (extra ones are closed with a
-/// warning), each handled on its own task so a slow peer never holds up `accept`; then wait
-/// for every handler to finish.
-async fn accept_loop<F, Fut>(listener: TcpListener, max: usize, shutdown: &Shutdown, mut handle: F)
-where
-    F: FnMut(TcpStream, SocketAddr) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let tracker = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(max.max(1)));
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!("tcp plane: accept failed: {e}");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                    }
-                }
-            },
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(%peer, max, "tcp plane: connection limit reached; closing the new connection");
-            continue;
-        };
-        let work = handle(stream, peer);
-        tracker.spawn(async move {
-            work.await;
-            drop(permit);
-        });
-    }
-    // Closing the listener now makes new connection attempts fail at once instead of
-    // queueing in the backlog while in-flight work drains.
-    drop(listener);
-    tracker.close();
-    tracker.wait().await;
-}

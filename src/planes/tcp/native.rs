@@ -135,14 +135,14 @@ pub async fn serve_native(
     let opts = Arc::new(opts);
     let max = opts.max_connections;
     let token = shutdown.clone();
-    accept_loop(listener, max, &token, move |stream, peer| {
+    accept_loop(listener, "tcp", max, &token, move |stream, peer, permit| {
         let conn = Connection {
             opts: opts.clone(),
             snapshot: snapshot.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
         };
-        conn.serve(stream, peer)
+        conn.serve(stream, peer, permit)
     })
     .await;
 }
@@ -155,7 +155,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+    async fn serve(self, stream: TcpStream, peer: SocketAddr, _permit: tokio::sync::OwnedSemaphorePermit) {
         let _open = self.metrics.connection(Plane::Tcp);
         let _ = stream.set_nodelay(true);
         let (reader, mut writer) = stream.into_split();

@@ -80,10 +80,13 @@ pub async fn serve_relay(
     );
     let opts = Arc::new(opts);
     let max = opts.max_connections;
-    accept_loop(listener, max, &shutdown, move |client, peer| {
+    accept_loop(listener, "tcp", max, &shutdown, move |client, peer, permit| {
         let opts = opts.clone();
         let metrics = metrics.clone();
-        async move { relay(client, peer, &opts, &metrics).await }
+        async move {
+            let _permit = permit;
+            relay(client, peer, &opts, &metrics).await
+        }
     })
     .await;
 }
