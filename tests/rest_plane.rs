@@ -148,7 +148,7 @@ async fn fake_edgelake() -> SocketAddr {
                             .map(|(_, v)| v.trim().to_string())
                     })
                 };
-                if head.starts_with("GET /hang") {
+                if head.split_whitespace().nth(1) == Some("/hang") {
                     tokio::time::sleep(Duration::from_secs(30)).await;
                     return;
                 }
@@ -359,5 +359,28 @@ async fn connections_over_the_limit_are_closed_at_accept_and_the_rest_carry_on()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(answered, "served again once the idle connections closed");
+    p.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_clients_malformed_body_or_options_star_is_a_400_naming_the_client_not_a_502() {
+    let upstream = fake_edgelake().await;
+    let p = start(RestOptions {
+        upstream: Some(upstream),
+        timeout: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .await;
+    // "ZZ" is not a chunk size. The node (here: one that never answers) is not to blame.
+    let (code, _, body) = raw(
+        p.addr,
+        "POST /hang HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("the request body could not be read"), "{body}");
+    let (code, _, body) = raw(p.addr, "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("asterisk-form"), "{body}");
     p.shutdown.cancel();
 }

@@ -15,6 +15,8 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use std::sync::Arc;
+
 use super::RestState;
 
 pub type Client = HyperClient<HttpConnector, Body>;
@@ -75,6 +77,13 @@ pub async fn forward(State(s): State<RestState>, req: Request) -> Response {
         );
     }
 
+    if req.uri().path() == "*" {
+        // `OPTIONS *` asks about a server, not a resource: there is nothing to forward.
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{} * (asterisk-form) is not forwarded: ask about a path", req.method()),
+        );
+    }
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     parts.uri = match format!("http://{upstream}{path}").parse::<Uri>() {
@@ -97,12 +106,18 @@ pub async fn forward(State(s): State<RestState>, req: Request) -> Response {
     {
         parts.headers.append("x-forwarded-for", v);
     }
-    let body = Body::new(Limited::new(body, max as usize));
+    // A failure reading the client's body (malformed chunks, over the limit, cut short) is the
+    // client's error, not the node's: it is kept here to answer 400 instead of 502.
+    let client_error = Arc::new(std::sync::OnceLock::new());
+    let body = Body::new(ClientBody { body: Limited::new(body, max as usize), error: client_error.clone() });
     let upstream_req = axum::http::Request::from_parts(parts, body);
 
     let resp = match s.client.request(upstream_req).await {
         Ok(r) => r,
         Err(e) => {
+            if let Some(why) = client_error.get() {
+                return error(StatusCode::BAD_REQUEST, format!("the request body could not be read: {why}"));
+            }
             return error(
                 StatusCode::BAD_GATEWAY,
                 format!("node REST API at {upstream} did not answer: {e}"),
@@ -139,6 +154,45 @@ pub async fn forward(State(s): State<RestState>, req: Request) -> Response {
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(kept))
+}
+
+/// The client's request body, remembering why it failed to read, if it did.
+struct ClientBody<B> {
+    body: B,
+    error: Arc<std::sync::OnceLock<String>>,
+}
+
+impl<B> hyper::body::Body for ClientBody<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        std::pin::Pin::new(&mut this.body).poll_frame(cx).map(|frame| {
+            frame.map(|f| {
+                f.map_err(|e| {
+                    let e: Self::Error = e.into();
+                    let _ = this.error.set(crate::discover::http::error_chain(&*e));
+                    e
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// A response body that fails when no frame arrives for `idle` (the client's connection is
