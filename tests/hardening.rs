@@ -520,9 +520,20 @@ fn the_data_planes_yield_the_cpu_to_the_probes() {
     );
 }
 
-/// Descriptors this process holds.
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+/// Sockets dialing or connected to 127.0.0.1:`port` (from /proc/net/tcp: remote port `port`,
+/// state SYN_SENT or ESTABLISHED). Other tests in this binary hold thousands of descriptors,
+/// so the process's descriptor count would not tell.
+fn dials_to(port: u16) -> usize {
+    let rem = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2].ends_with(&rem) && (f[3] == "01" || f[3] == "02")
+        })
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -537,13 +548,12 @@ async fn the_peer_check_dials_a_bounded_number_at_once_and_reports_the_rest_unch
     let policies: Vec<Value> = (0..2 * MAX_CHECKED)
         .map(|i| serde_json::json!({"operator": {"name": format!("stale-{i}"), "company": "c", "ip": "127.0.0.1", "port": port}}))
         .collect();
-    let base = open_fds();
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let sampler = {
         let peak = peak.clone();
         tokio::spawn(async move {
             loop {
-                peak.fetch_max(open_fds(), std::sync::atomic::Ordering::Relaxed);
+                peak.fetch_max(dials_to(port), std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -553,7 +563,9 @@ async fn the_peer_check_dials_a_bounded_number_at_once_and_reports_the_rest_unch
     sampler.abort();
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     // Before: one dial per endpoint of every policy at once (30 000 for 10 000 policies).
-    assert!(peak <= base + MAX_DIALS + 8, "{} descriptors at once for the check (base {base})", peak - base);
+    // Slack for the few the listener's queue completed (they stay established, unaccepted).
+    assert!(peak <= MAX_DIALS + 8, "{peak} dials at once");
+    assert!(peak >= MAX_DIALS / 2, "the sampler saw the dials ({peak})");
     assert_eq!(reports.len(), policies.len(), "every node is reported");
     let (checked, unchecked): (Vec<_>, Vec<_>) =
         reports.iter().partition(|r| !r.tcp.as_ref().unwrap().detail.starts_with("not checked"));
