@@ -9,20 +9,14 @@ use std::time::Duration;
 use serde_json::Value;
 use support::process::{Netstrap, free_port, start, wait_until};
 
-/// Every line of the ledger, each parsed (a torn line fails the test).
-fn all_lines(path: &Path) -> Vec<Value> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => t
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line {l:?}: {e}")))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
+/// The live node policies in the ledger (the shared config policy is there too).
+fn ledger_lines(path: &Path) -> Vec<Value> {
+    support::ledger::live(path).into_iter().filter(|l| l.get("config").is_none()).collect()
 }
 
-/// The node policies in the ledger (the shared config policy is there too).
-fn ledger_lines(path: &Path) -> Vec<Value> {
-    all_lines(path).into_iter().filter(|l| l.get("config").is_none()).collect()
+/// Whether a policy with this id is live in the ledger.
+fn is_live(path: &Path, id: &str) -> bool {
+    support::ledger::live(path).iter().any(|p| support::ledger::id(p) == Some(id))
 }
 
 fn node_env(ledger: &Path, extra: &[(&str, &str)]) -> Vec<(&'static str, String)> {
@@ -78,7 +72,8 @@ fn restart_storm_with_a_new_pod_ip_each_time_leaves_one_policy_with_one_id() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["query"]["id"], ids[0].as_str());
     assert_eq!(lines[0]["query"]["local_ip"], "query1.edge.example");
-    let configs: Vec<Value> = all_lines(&ledger).into_iter().filter(|l| l.get("config").is_some()).collect();
+    let configs: Vec<Value> =
+        support::ledger::live(&ledger).into_iter().filter(|l| l.get("config").is_some()).collect();
     assert_eq!(configs.len(), 1, "one shared config policy: {configs:?}");
     assert_eq!(configs[0]["config"]["name"], "query-acme_co-configs");
     assert_eq!(configs[0]["config"]["ip"], "!external_ip", "kept as a quoted literal");
@@ -101,7 +96,7 @@ fn a_changed_external_ip_replaces_the_policy_and_the_old_id_is_gone() {
     let lines = ledger_lines(&ledger);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["query"]["ip"], "203.0.113.2");
-    assert!(!std::fs::read_to_string(&ledger).unwrap().contains(&old), "old id gone");
+    assert!(!is_live(&ledger, &old), "old id gone");
     let env = std::fs::read_to_string(state.join("netstrap.env")).unwrap();
     assert!(
         env.contains("EXTERNAL_IP=203.0.113.2") && env.contains(&format!("NETSTRAP_POLICY_ID={new}")),
@@ -298,7 +293,7 @@ async fn a_new_loadbalancer_ip_at_runtime_is_redeclared_replacing_the_old_policy
     .unwrap();
     let after = ledger_lines(&ledger);
     assert_eq!(after.len(), 1, "replaced, not added: {after:?}");
-    assert!(!std::fs::read_to_string(&ledger).unwrap().contains(&old_id));
+    assert!(!is_live(&ledger, &old_id), "old id gone");
     let (code, log) = tokio::task::spawn_blocking(move || n.stop()).await.unwrap();
     assert_eq!(code, 0);
     assert!(log.contains("an advertised value changed") && log.contains("198.51.100.21"), "{log}");

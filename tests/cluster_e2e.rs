@@ -53,10 +53,8 @@ fn ledger_env(c: &Cluster) -> (&'static str, String) {
 
 /// The node policies in the shared ledger.
 fn node_policies(c: &Cluster) -> Vec<Value> {
-    std::fs::read_to_string(c.dir.path().join("blockchain.json"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("torn ledger line {l:?}: {e}")))
+    support::ledger::live(&c.dir.path().join("blockchain.json"))
+        .into_iter()
         .filter(|v| v.get("generic").is_some())
         .collect()
 }

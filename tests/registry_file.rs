@@ -5,6 +5,10 @@ use netstrap::registry::Registry;
 use netstrap::registry::declare::{Declared, declare};
 use netstrap::registry::file::python_json;
 use serde_json::{Value, json};
+use std::time::Duration;
+
+#[path = "support/ledger.rs"]
+mod ledger;
 
 fn parse(setting: Option<&str>) -> Result<Registry, String> {
     Registry::parse(setting, "127.0.0.1:32048", netstrap::registry::REQUEST_TIMEOUT)
@@ -25,12 +29,9 @@ fn ledger() -> (tempfile::TempDir, Registry, std::path::PathBuf) {
     (dir, reg, path)
 }
 
+/// The policies the ledger holds (per id, its last line decides).
 fn lines(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every line parses"))
-        .collect()
+    ledger::live(path)
 }
 
 #[tokio::test]
@@ -135,4 +136,177 @@ fn bad_ledger_settings_say_what_is_accepted() {
         let e = parse(Some(bad)).unwrap_err();
         assert!(e.contains("anylog://host:rest_port"), "{bad}: {e}");
     }
+}
+
+/// Lines as EdgeLake (Python) and other tools write them, which a JSON round trip would change:
+/// big integers, exponents, trailing zeros, duplicate keys, EdgeLake's own tombstone spacing,
+/// and a line that is not JSON.
+const FOREIGN: &[&str] = &[
+    r#"{"master": {"name": "m", "company": "Acme Co", "big": 123456789012345678901234567890, "e": 1e2, "f": 1.10, "id": "m1", "ledger": "global"}}"#,
+    r#"{"query": {"name": "q", "name": "dup", "company": "Other", "id": "q1", "ledger": "local"}}"#,
+    r#"{"deleted": { "id" : "gone1", "ledger" : "local" }}"#,
+    "not json at all",
+];
+
+#[tokio::test]
+async fn other_writers_lines_keep_their_bytes_and_deletes_are_edgelakes_tombstones() {
+    let (_d, reg, path) = ledger();
+    let before = FOREIGN.join("\n") + "\n";
+    std::fs::write(&path, &before).unwrap();
+    let mut ids = Vec::new();
+    for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.1", "203.0.113.3"] {
+        ids.push(declare(&reg, &operator(ip)).await.unwrap().id().unwrap().to_string());
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with(&before), "other writers' bytes unchanged:\n{text}");
+    // Everything after them is netstrap's: its policies and EdgeLake's tombstone, byte for byte.
+    for line in text[before.len()..].lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v.get("deleted").is_some() {
+            let id = v["deleted"]["id"].as_str().unwrap();
+            assert_eq!(line, format!(r#"{{"deleted": {{ "id" : "{id}", "ledger" : "local" }}}}"#));
+            assert!(ids.iter().any(|i| i == id), "only netstrap's own policies are deleted: {line}");
+        } else {
+            assert_eq!(v["operator"]["name"], "op-1", "{line}");
+        }
+    }
+    let live = ledger::live_skipping_garbage(&path);
+    let ops: Vec<&Value> = live.iter().filter(|v| v.get("operator").is_some()).collect();
+    assert_eq!(ops.len(), 1, "{live:?}");
+    assert_eq!(ops[0]["operator"]["id"], ids[3].as_str());
+    assert_eq!(ops[0]["operator"]["ip"], "203.0.113.3");
+    // A version declared again after its tombstone is live again (the last line decides).
+    assert_eq!(ids[0], ids[2]);
+    assert!(live.iter().any(|v| v["master"]["id"] == "m1") && live.iter().any(|v| v["query"]["id"] == "q1"));
+}
+
+#[test]
+fn a_writer_appending_while_netstrap_processes_declare_loses_no_line() {
+    let (_d, _reg, path) = ledger();
+    let url = format!("file://{}", path.display());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // EdgeLake's append: open for appending, write the line, flush, fsync, close — no lock.
+    let writer = {
+        let (path, stop) = (path.clone(), stop.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut written = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || i < 200 {
+                let line = format!(
+                    r#"{{"master": {{"name": "m{i}", "company": "Other", "n": 1.10, "id": "w{i}", "ledger": "local"}}}}"#
+                );
+                let mut f = std::fs::OpenOptions::new().append(true).create(true).open(&path).unwrap();
+                f.write_all(format!("{line}\n").as_bytes()).unwrap();
+                f.sync_data().unwrap();
+                written.push(line);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            written
+        })
+    };
+    // Eight netstrap processes, each with its own file handles, replacing the policy back and
+    // forth while the writer appends.
+    let declarers: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let reg = parse(Some(&url)).unwrap();
+                for round in 0..12 {
+                    let ip = if (i + round) % 2 == 0 { "203.0.113.1" } else { "203.0.113.2" };
+                    rt.block_on(declare(&reg, &operator(ip))).unwrap();
+                }
+            })
+        })
+        .collect();
+    for d in declarers {
+        d.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mine: Vec<&str> = text.lines().filter(|l| l.contains(r#""company": "Other""#)).collect();
+    let lost = written.len() - written.iter().filter(|w| mine.contains(&w.as_str())).count();
+    println!("FIGURE appended lines {} lost {lost}", written.len());
+    assert_eq!(
+        mine,
+        written.iter().map(String::as_str).collect::<Vec<_>>(),
+        "every line, in order, as written"
+    );
+    let ops: Vec<Value> = lines(&path).into_iter().filter(|v| v.get("operator").is_some()).collect();
+    assert_eq!(ops.len(), 1, "one policy for the identity: {ops:?}");
+}
+
+/// This process's bytes read through `read` calls so far (`rchar` of /proc/self/io).
+fn bytes_read() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io");
+    io.lines().find_map(|l| l.strip_prefix("rchar: ")).and_then(|v| v.trim().parse().ok()).unwrap()
+}
+
+#[tokio::test]
+async fn a_large_ledger_is_read_once_then_only_what_was_appended() {
+    use std::io::Write;
+    let (_d, reg, path) = ledger();
+    // The issue's ledger: 89 500 policies and 17 900 tombstones (~40 MB).
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    for i in 0..89_500u32 {
+        let p = json!({"operator": {
+            "name": format!("op-{i}"), "company": "Big Co", "hostname": format!("host-{i}"),
+            "ip": format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255), "local_ip": "op.edge.svc.cluster.local",
+            "port": 32148, "rest_port": 32149, "cluster": "7a3f5c0e9b1d2f4a6c8e0a2b4d6f8a1c",
+            "loc": "40.7128, -74.0060", "country": "United States", "state": "New York", "city": "New York",
+            "id": format!("{i:032x}"), "date": "2026-11-24T08:10:11.123456Z", "ledger": "global"}});
+        writeln!(f, "{}", python_json(&p)).unwrap();
+        if i % 5 == 0 {
+            writeln!(f, r#"{{"deleted": {{ "id" : "{i:032x}", "ledger" : "local" }}}}"#).unwrap();
+        }
+    }
+    drop(f);
+    let size = std::fs::metadata(&path).unwrap().len();
+    let t = std::time::Instant::now();
+    let d = declare(&reg, &operator("op.edge.svc.cluster.local")).await.unwrap();
+    assert!(matches!(d, Declared::Inserted { .. }), "{d:?}");
+    println!("FIGURE ledger of {} MB: first declare {:.2} s", size / 1_000_000, t.elapsed().as_secs_f64());
+
+    // A watch pass over an unchanged ledger reads none of it again.
+    let read = bytes_read();
+    let again = declare(&reg, &operator("op.edge.svc.cluster.local")).await.unwrap();
+    assert!(matches!(again, Declared::Unchanged { .. }), "{again:?}");
+    let nodes = reg.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 89_500 - 17_900 + 1, "live nodes");
+    let t = std::time::Instant::now();
+    let nodes_again = reg.nodes().await.unwrap();
+    assert_eq!(nodes, nodes_again);
+    let second_pass = t.elapsed();
+    let first_nodes_read = bytes_read() - read;
+    let read = bytes_read();
+    declare(&reg, &operator("op.edge.svc.cluster.local")).await.unwrap();
+    reg.nodes().await.unwrap();
+    let pass = bytes_read() - read;
+    println!(
+        "FIGURE unchanged ledger: a pass (declare + node list) read {pass} bytes, node list from cache {:.3} s; \
+         the first node list read {} MB",
+        second_pass.as_secs_f64(),
+        first_nodes_read / 1_000_000
+    );
+    assert!(pass < 64 * 1024, "a pass over an unchanged {size}-byte ledger read {pass} bytes");
+
+    // What another writer appends is seen, and only it is read.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    writeln!(f, r#"{{"deleted": {{ "id" : "{:032x}", "ledger" : "local" }}}}"#, 1u32).unwrap();
+    drop(f);
+    let read = bytes_read();
+    declare(&reg, &operator("op.edge.svc.cluster.local")).await.unwrap();
+    let pass = bytes_read() - read;
+    assert!(pass < 64 * 1024, "after one appended line a look-up read {pass} bytes");
+    assert_eq!(reg.nodes().await.unwrap().len(), nodes.len() - 1, "the appended tombstone counts");
+
+    // A ledger rewritten in place (EdgeLake's sync with its master) is read again whole.
+    let ours = lines(&path).into_iter().find(|v| v["operator"]["name"] == "op-1").unwrap();
+    std::fs::write(&path, format!("{}\n", python_json(&ours))).unwrap();
+    assert_eq!(reg.nodes().await.unwrap().len(), 1, "the rewritten ledger");
+    let d = declare(&reg, &operator("op.edge.svc.cluster.local")).await.unwrap();
+    assert!(matches!(d, Declared::Unchanged { .. }), "{d:?}");
 }

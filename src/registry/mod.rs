@@ -95,8 +95,7 @@ impl Registry {
             Registry::None => Ok(Vec::new()),
             Registry::File(f) => {
                 let f = f.clone();
-                let policies = blocking(move || f.all(crate::peers::NODE_TYPES)).await?;
-                Ok(policies.iter().filter_map(crate::peers::Node::from_policy).collect())
+                Ok(blocking(move || f.nodes(crate::peers::NODE_TYPES)).await?.to_vec())
             }
             Registry::Anylog(a) => {
                 let mut all = Vec::new();

@@ -6,5 +6,6 @@ pub mod dns_server;
 pub mod edgelake;
 pub mod fake_edgelake;
 pub mod fake_kube;
+pub mod ledger;
 pub mod netns;
 pub mod process;
