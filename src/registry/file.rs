@@ -285,7 +285,15 @@ impl FileLedger {
         let lock = match OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path) {
             Ok(l) => Some(l),
             // A reader of a ledger in a directory it cannot write reads without the lock.
-            Err(e) if !write && e.kind() == io::ErrorKind::PermissionDenied => None,
+            Err(e)
+                if !write
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+                    ) =>
+            {
+                None
+            }
             Err(e) if !write && e.kind() == io::ErrorKind::NotFound => return f(&mut Index::default(), None),
             Err(e) => return Err(self.io_error("cannot open the lock file of", e)),
         };
