@@ -564,3 +564,112 @@ fn loadbalancer_operator_behind_netstrap_advertises_the_ingress_and_serves_an_ou
     assert!(el::is_running(&processes, "Operator"), "{processes:#}");
     net.put_and_count(&ext, &lb, OPERATOR.rest, &query, 2, "after the restart");
 }
+
+/// netstrap's `file://` ledger pointed at a real node's own `blockchain.json`, both writing at
+/// once: EdgeLake appends (`blockchain insert ... and local=true`, which writes the file without
+/// any lock) while netstrap replaces its policy again and again. Nothing EdgeLake wrote is lost
+/// or changed — a 30-digit integer, which EdgeLake itself stores as the float
+/// `1.2345678901234568e+29` (Python's spelling; a JSON round trip in Rust drops the `+`), keeps
+/// EdgeLake's bytes — and the node, reloading the file, reads
+/// every line: its own policies and netstrap's latest one. EdgeLake's loader does not apply
+/// tombstones (its own deletes reappear on reload too), so the node also lists the versions
+/// netstrap replaced; the figure records how many.
+#[test]
+fn a_file_ledger_shared_with_a_real_node_keeps_its_lines_and_the_node_reads_netstraps() {
+    use netstrap::registry::{REQUEST_TIMEOUT, Registry, declare::declare};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(snap) = Snapshot::find() else { return };
+    let Some(mut c) = el::cluster(1) else { return };
+    let pod = c.create_pod(GENERIC.app, NS, 0);
+    let home = NodeHome::new(&snap, &c.dir.path().join("home-generic"));
+    // No master: the node's ledger is its own file, written only by `blockchain insert`.
+    let overrides = [
+        ("NODE_NAME", GENERIC.app.to_string()),
+        ("ANYLOG_SERVER_PORT", GENERIC.tcp.to_string()),
+        ("ANYLOG_REST_PORT", GENERIC.rest.to_string()),
+        ("LEDGER_CONN", format!("127.0.0.1:{}", MASTER.tcp)),
+    ];
+    let env = el::node_env(&snap, &home, el::compose_env(&snap, "generic"), &overrides);
+    let mut node = el::start_direct(&c, &pod, &env);
+    el::wait_rest(&c, &pod.netns, LOCAL, GENERIC.rest, &mut node, LIMIT);
+    let ledger = home.ledger();
+    let registry =
+        Registry::parse(Some(&format!("file://{}", ledger.display())), "127.0.0.1:32048", REQUEST_TIMEOUT)
+            .unwrap();
+    let ours = |ip: &str| {
+        json!({"operator": {"name": "op-file", "company": "Acme Co", "hostname": "op-file", "ip": ip,
+            "local_ip": "op.edge.svc.cluster.local", "port": 32148, "rest_port": 32149, "cluster": "7a3f"}})
+    };
+    const SERIAL: &str = "123456789012345678901234567890";
+    const STORED: &str = "1.2345678901234568e+29";
+    let rounds = 20;
+    let last_id = std::thread::scope(|s| {
+        let (c, netns) = (&c, &pod.netns);
+        let edgelake = s.spawn(move || {
+            for i in 0..rounds {
+                let body = format!(
+                    r#"<p={{"sensor": {{"name": "s{i}", "company": "Other", "serial": {SERIAL}}}}}>"#
+                );
+                let reply = el::rest(
+                    c,
+                    netns,
+                    LOCAL,
+                    GENERIC.rest,
+                    "POST",
+                    "blockchain insert where policy=!p and local=true",
+                    &[],
+                    Some(&body),
+                );
+                assert!(matches!(reply, Ok((200, _, _))), "EdgeLake's insert {i}: {reply:?}");
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut last = String::new();
+        for i in 0..rounds {
+            let ip = format!("203.0.113.{}", 1 + i % 3);
+            last = rt.block_on(declare(&registry, &ours(&ip))).unwrap().id().unwrap().to_string();
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        edgelake.join().unwrap();
+        last
+    });
+
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    for i in 0..rounds {
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(&format!(r#""name": "s{i}""#))).collect();
+        assert_eq!(lines.len(), 1, "EdgeLake's policy s{i} is in its file once:\n{text}");
+        assert!(
+            lines[0].contains(&format!(r#""serial": {STORED}"#)),
+            "its bytes as EdgeLake wrote them: {}",
+            lines[0]
+        );
+    }
+    let live = support::ledger::live(&ledger);
+    let ops: Vec<&Value> = live.iter().filter(|v| v.get("operator").is_some()).collect();
+    assert_eq!(ops.len(), 1, "one live policy of netstrap's node: {ops:?}");
+    assert_eq!(support::ledger::id(ops[0]), Some(last_id.as_str()));
+
+    // The node reads the file again, every line of it.
+    let reload =
+        el::rest(&c, &pod.netns, LOCAL, GENERIC.rest, "POST", "blockchain reload metadata", &[], None);
+    assert!(matches!(reload, Ok((200, _, _))), "{reload:?}");
+    let sensors = el::policies(&c, &pod.netns, LOCAL, GENERIC.rest, "sensor");
+    assert_eq!(sensors.len(), rounds, "the node reads back every policy it wrote: {sensors:?}");
+    let raw = el::get(&c, &pod.netns, LOCAL, GENERIC.rest, "blockchain get sensor").unwrap();
+    assert_eq!(
+        raw.matches(&format!(r#""serial": {STORED}"#)).count(),
+        rounds,
+        "as EdgeLake stored it: {raw}"
+    );
+    let operators = el::policies(&c, &pod.netns, LOCAL, GENERIC.rest, "operator");
+    assert!(
+        operators.iter().any(|p| el::text(p, "id") == last_id),
+        "the node reads netstrap's latest policy {last_id}: {operators:?}"
+    );
+    println!(
+        "FIGURE shared file ledger: {rounds} EdgeLake inserts during {rounds} netstrap declares: 0 lost; \
+         the node lists {} versions of netstrap's policy after a reload (tombstones not applied by EdgeLake's loader)",
+        operators.len()
+    );
+    node.stop();
+}
