@@ -55,7 +55,7 @@ impl Backoff {
 
 /// Time between peer checks per node the last one found. The peer check (`/v1/peers`) reads
 /// every node from the registry and dials each: done every pass by every instance it cost
-/// the registry O(n²) bytes per interval (1 000 nodes: 5 000 node lists, 600 MB, every 30 s).
+/// the registry O(n²) bytes per interval (1 000 nodes: 5 000 node lists, ~400 MB, every 30 s).
 /// Now it runs only when `/v1/peers` was asked for since the last one, and no more often than
 /// every pass while the registry holds at most `NETSTRAP_WATCH_INTERVAL / 1 s` nodes, else
 /// every `nodes × 1 s` (jittered ×0.5–1.5): even with every instance asked continuously, its
