@@ -53,6 +53,32 @@ impl Backoff {
     }
 }
 
+/// Time between peer checks per node the last one found. The peer check (`/v1/peers`) reads
+/// every node from the registry and dials each: done every pass by every instance it cost
+/// the registry O(n²) bytes per interval (1 000 nodes: 5 000 node lists, ~400 MB, every 30 s).
+/// Now it runs only when `/v1/peers` was asked for since the last one, and no more often than
+/// every pass while the registry holds at most `NETSTRAP_WATCH_INTERVAL / 1 s` nodes, else
+/// every `nodes × 1 s` (jittered ×0.5–1.5): even with every instance asked continuously, its
+/// list reads and dials per second stay constant as the registry grows, and the registry's
+/// load grows linearly.
+pub const PEER_CHECK_PER_NODE: Duration = Duration::from_secs(1);
+
+/// When the next peer check is due, the registry holding `nodes` (as last read: a failed read
+/// is retried no sooner than a successful one, so an overloaded registry is not read more).
+fn next_peer_check(now: tokio::time::Instant, nodes: usize, watch: Duration) -> tokio::time::Instant {
+    let spread = PEER_CHECK_PER_NODE.saturating_mul(u32::try_from(nodes).unwrap_or(u32::MAX));
+    if spread <= watch {
+        return now;
+    }
+    now + spread.mul_f64(rand::random_range(0.5..1.5))
+}
+
+/// The wait between two watch passes: the interval, jittered ±10 % so that instances started
+/// together (a whole cluster after an outage) do not read the registry in lockstep.
+fn watch_wait(interval: Duration) -> Duration {
+    interval.mul_f64(rand::random_range(0.9..1.1))
+}
+
 /// The advertise stage of a running netstrap.
 pub struct Advertiser {
     pub settings: Arc<Settings>,
@@ -127,6 +153,8 @@ impl Advertiser {
         let mut dns_resolved = discovery.resolution.as_ref().is_some_and(|r| r.error.is_none());
         // What the node was last given (its policy until it restarts with new values).
         let previous = files::previous_advertised(&self.settings.state_dir);
+        let mut peer_check_due = tokio::time::Instant::now();
+        let mut registry_nodes = 0;
         loop {
             let step = if self.settings.declare.value == Declarer::Node {
                 self.step_node(&discovery, &table, previous.as_ref()).await
@@ -136,7 +164,17 @@ impl Advertiser {
             if self.settings.verify != VerifyMode::Off {
                 last_verified = self.verify(&table, last_verified).await;
             }
-            self.check_peers().await;
+            let asked = self.snapshot.borrow().peers_asked.clone();
+            if tokio::time::Instant::now() >= peer_check_due
+                && asked.swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                registry_nodes = self.check_peers().await.unwrap_or(registry_nodes);
+                peer_check_due = next_peer_check(
+                    tokio::time::Instant::now(),
+                    registry_nodes,
+                    self.settings.watch_interval,
+                );
+            }
             let dns_pending = discovery.resolution.as_ref().is_some_and(|r| r.error.is_some());
             let wait = match step {
                 Step::Retry => backoff.next_delay(),
@@ -147,7 +185,7 @@ impl Advertiser {
                     if dns_pending {
                         Duration::from_secs(2).min(self.settings.watch_interval)
                     } else {
-                        self.settings.watch_interval
+                        watch_wait(self.settings.watch_interval)
                     }
                 }
             };
@@ -176,13 +214,16 @@ impl Advertiser {
         }
     }
 
-    /// Dial the registry's nodes for `/v1/peers`.
-    async fn check_peers(&self) {
+    /// Dial the registry's nodes for `/v1/peers`; how many the registry holds (`None`: it
+    /// could not be read).
+    async fn check_peers(&self) -> Option<usize> {
         if matches!(self.registry, Registry::None) {
-            return;
+            return None;
         }
+        let mut found = None;
         let json = match self.registry.nodes().await {
             Ok(nodes) => {
+                found = Some(nodes.len());
                 let reports = crate::peers::check(&nodes, self.settings.source_timeout).await;
                 serde_json::value::to_raw_value(&reports)
             }
@@ -192,6 +233,7 @@ impl Advertiser {
         self.publish(|next| {
             next.peers = json;
         });
+        found
     }
 
     /// Verify the advertised endpoints; log what changed, publish, gate if asked.
@@ -387,7 +429,11 @@ impl Advertiser {
             Ok(c) => c,
             Err(e) => {
                 warn!("{e}");
-                self.health.set(CHECK_POLICY, Check::Pending(e));
+                // A declared operator stays ready while its registry is away (a master restart
+                // must not pull every operator out of its Service).
+                if declared.is_none() {
+                    self.health.set(CHECK_POLICY, Check::Pending(e));
+                }
                 return Step::Retry;
             }
         };
@@ -420,7 +466,21 @@ impl Advertiser {
             next.discovery = serde_json::to_value(d).unwrap_or_default();
         });
         if declared.as_ref().is_some_and(|(n, c)| *n == policy && *c == config) {
-            return done;
+            // Declared and unchanged: one look-up says whether the registry still has it. A
+            // master restarted without its ledger (or a policy deleted by hand) lost it, and
+            // nothing else would ever declare it again.
+            match self.still_declared(&policy).await {
+                Ok(true) => return done,
+                Ok(false) => {
+                    warn!(id = ?id, "the node policy is no longer in the registry: declaring it again");
+                    *declared = None;
+                }
+                Err(e) => {
+                    // Still ready: what the registry last confirmed stands while it is away.
+                    warn!("cannot check the node policy in the registry: {e}; retrying");
+                    return Step::Retry;
+                }
+            }
         }
         // The config policy is shared by every node of a type: identical copies are no-ops.
         if declared.as_ref().map(|(_, c)| c) != Some(&config)
@@ -459,6 +519,16 @@ impl Advertiser {
                 Step::Retry
             }
         }
+    }
+
+    /// Whether the registry holds exactly `policy` for this identity (one copy, same content).
+    async fn still_declared(&self, policy: &Value) -> Result<bool, crate::registry::RegistryError> {
+        if matches!(self.registry, Registry::None) {
+            return Ok(true);
+        }
+        let (ty, company, name) = crate::registry::declare::identity(policy)?;
+        let stored = self.registry.find(&ty, &company, &name).await?;
+        Ok(matches!(stored.as_slice(), [one] if crate::registry::declare::same_content(one, policy)))
     }
 
     /// The cluster an operator belongs to: `NETSTRAP_CLUSTER_ID`, else the cluster policy

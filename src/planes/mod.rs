@@ -104,6 +104,10 @@ pub struct NodeSnapshot {
     /// error), serialized once: it can list thousands of nodes, and the snapshot is cloned
     /// on every change and read on every request.
     pub peers: Option<Arc<serde_json::value::RawValue>>,
+    /// Set by `GET /v1/peers`, cleared by the peer check it asks for: the check (every node
+    /// read from the registry, each dialed) runs only for someone who looks at its result.
+    #[serde(skip)]
+    pub peers_asked: Arc<std::sync::atomic::AtomicBool>,
     /// `NETSTRAP_DECLARE=node`: how the node reports itself (JSON of `NodeStatus`).
     pub node: Option<serde_json::Value>,
 }

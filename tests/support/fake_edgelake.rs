@@ -20,8 +20,10 @@
 //! - delete: the policy goes (tombstone in the ledger file) and the answer is 400 err 3, as
 //!   without a synchronizer; an unknown id is err 113.
 //!
-//! Knobs: [`FakeEdgeLake::set_down`], [`FakeEdgeLake::slow`], the request log, a
-//! [`FakeEdgeLake::policies`] snapshot and an optional `blockchain.json` ledger file.
+//! Knobs: [`FakeEdgeLake::set_down`], [`FakeEdgeLake::slow`], the request log (or only a
+//! tally of each request's time, kind and reply size: [`FakeEdgeLake::quiet`],
+//! [`FakeEdgeLake::tally`]), a [`FakeEdgeLake::policies`] snapshot,
+//! [`FakeEdgeLake::lose_ledger`] and an optional `blockchain.json` ledger file.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,6 +57,32 @@ impl LoggedRequest {
     }
 }
 
+/// What a request asked for, as the scale simulation counts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `blockchain get <type> where ...`: one identity.
+    Lookup,
+    /// `blockchain get <type>`: every policy of a type.
+    List,
+    Insert,
+    Delete,
+    Other,
+}
+
+/// One request in the tally: when it arrived (tokio's clock, so paused time counts), what
+/// it asked, the `name=` it looked up (look-ups only), and the reply's size.
+#[derive(Clone, Debug)]
+pub struct Tallied {
+    pub at: tokio::time::Instant,
+    pub kind: Kind,
+    pub name: Option<String>,
+    pub ok: bool,
+    pub reply_bytes: usize,
+}
+
+/// Most requests the tally keeps (a simulation of 1 000 nodes makes ~10⁵).
+const MAX_TALLY: usize = 2_000_000;
+
 #[derive(Default)]
 struct State {
     /// Live policies, in insert order.
@@ -64,6 +92,8 @@ struct State {
     ledger: Option<PathBuf>,
     slow: Duration,
     log: Vec<LoggedRequest>,
+    quiet: bool,
+    tally: Vec<Tallied>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -123,6 +153,34 @@ impl FakeEdgeLake {
     /// Wait this long before answering each request (zero: answer at once).
     pub fn slow(&self, delay: Duration) {
         self.state.lock().unwrap().slow = delay;
+    }
+
+    /// Keep only the tally, not every request's headers and body (a long simulation).
+    pub fn quiet(&self) {
+        self.state.lock().unwrap().quiet = true;
+    }
+
+    /// Every request's time, kind and reply size so far (at most 2 000 000).
+    pub fn tally(&self) -> Vec<Tallied> {
+        self.tally_from(0)
+    }
+
+    /// The tally from its `from`th request on ([`FakeEdgeLake::tally_len`] marks a point).
+    pub fn tally_from(&self, from: usize) -> Vec<Tallied> {
+        let s = self.state.lock().unwrap();
+        s.tally.get(from..).unwrap_or_default().to_vec()
+    }
+
+    /// Requests tallied so far.
+    pub fn tally_len(&self) -> usize {
+        self.state.lock().unwrap().tally.len()
+    }
+
+    /// Forget every policy and variable: a master restarted without its ledger database.
+    pub fn lose_ledger(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.policies.clear();
+        s.vars.clear();
     }
 
     /// Every request read so far.
@@ -197,20 +255,31 @@ async fn serve(mut stream: TcpStream, state: Shared) {
         let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n").await;
         return;
     };
+    let at = tokio::time::Instant::now();
     let slow = {
         let mut s = state.lock().unwrap();
-        s.log.push(LoggedRequest {
-            method: req.method.clone(),
-            path: req.path.clone(),
-            headers: req.headers.clone(),
-            body: String::from_utf8_lossy(&req.body).into_owned(),
-        });
+        if !s.quiet {
+            s.log.push(LoggedRequest {
+                method: req.method.clone(),
+                path: req.path.clone(),
+                headers: req.headers.clone(),
+                body: String::from_utf8_lossy(&req.body).into_owned(),
+            });
+        }
         s.slow
     };
     if !slow.is_zero() {
         tokio::time::sleep(slow).await;
     }
     let reply = handle(&state, &req).await;
+    {
+        let (kind, name) = kind_of(req.header("command").unwrap_or(""));
+        let mut s = state.lock().unwrap();
+        if s.tally.len() < MAX_TALLY {
+            let ok = reply.starts_with(b"HTTP/1.1 200");
+            s.tally.push(Tallied { at, kind, name, ok, reply_bytes: reply.len() });
+        }
+    }
     let _ = stream.write_all(&reply).await;
     let _ = stream.shutdown().await;
 }
@@ -315,6 +384,24 @@ async fn handle(state: &Shared, req: &Req) -> Vec<u8> {
     }
 }
 
+/// A command's [`Kind`], and the `name=` of a look-up.
+fn kind_of(command: &str) -> (Kind, Option<String>) {
+    let lower: Vec<String> = command.split_whitespace().take(4).map(str::to_lowercase).collect();
+    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+    match lower.as_slice() {
+        ["blockchain", "get", _] => (Kind::List, None),
+        ["blockchain", "get", _, ..] => {
+            let name = parse_where(skip_words(command, 3))
+                .ok()
+                .and_then(|c| c.into_iter().find(|(k, _)| k == "name").map(|(_, v)| v));
+            (Kind::Lookup, name)
+        }
+        ["blockchain", "insert", ..] => (Kind::Insert, None),
+        ["blockchain", "delete", ..] => (Kind::Delete, None),
+        _ => (Kind::Other, None),
+    }
+}
+
 /// `text` without its first `n` words (the rest as sent: quoted spaces kept).
 fn skip_words(text: &str, n: usize) -> &str {
     let mut s = text.trim_start();
@@ -376,10 +463,20 @@ fn text_of(v: &Value) -> String {
     }
 }
 
+/// Whether a stored value matches `want` (lower-cased) case-insensitively, without allocating
+/// for ASCII (a registry of 1 000 nodes is scanned on every look-up).
+fn same_text(v: &Value, want: &str) -> bool {
+    match v {
+        Value::String(s) if s.is_ascii() && want.is_ascii() => s.eq_ignore_ascii_case(want),
+        other => text_of(other).to_lowercase() == want,
+    }
+}
+
 fn get(state: &Shared, m: &str, ty: &str, rest: &str) -> Vec<u8> {
     let Ok(conds) = parse_where(rest) else {
         return refuse(m, 2, "Command structure error");
     };
+    let conds: Vec<(String, String)> = conds.into_iter().map(|(k, v)| (k, v.to_lowercase())).collect();
     let s = state.lock().unwrap();
     let found: Vec<Value> = s
         .policies
@@ -387,9 +484,7 @@ fn get(state: &Shared, m: &str, ty: &str, rest: &str) -> Vec<u8> {
         .filter(|p| {
             let Some((t, inner)) = p.as_object().and_then(|o| o.iter().next()) else { return false };
             (ty == "*" || t.to_lowercase() == ty)
-                && conds.iter().all(|(k, want)| {
-                    inner.get(k).is_some_and(|v| text_of(v).to_lowercase() == want.to_lowercase())
-                })
+                && conds.iter().all(|(k, want)| inner.get(k).is_some_and(|v| same_text(v, want)))
         })
         .cloned()
         .collect();

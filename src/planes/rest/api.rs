@@ -157,7 +157,12 @@ async fn config_policy(State(s): State<RestState>) -> Response {
 }
 
 async fn peers(State(s): State<RestState>) -> Response {
-    let peers = s.snapshot.borrow().peers.clone();
+    let peers = {
+        let snapshot = s.snapshot.borrow();
+        // The next watch pass checks again (null until the first check).
+        snapshot.peers_asked.store(true, std::sync::atomic::Ordering::Relaxed);
+        snapshot.peers.clone()
+    };
     match peers {
         Some(raw) => {
             ([(axum::http::header::CONTENT_TYPE, "application/json")], raw.get().to_owned()).into_response()
