@@ -396,6 +396,11 @@ where
         }
     }
 
+    /// netstrap patch 13: the filter this log is for.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
     /// Writes to all the filters that are mapped to this publish topic
     /// and wakes up consumers that are matching this topic (if they exist)
     pub fn append(
@@ -461,6 +466,11 @@ impl AckLog {
         self.committed.push_back(ack);
     }
 
+    /// netstrap patch 13: the QoS 2 publish the next PUBREL releases.
+    pub fn next_recorded(&self) -> Option<&Publish> {
+        self.recorded.front().map(|(publish, _)| publish)
+    }
+
     pub fn pubcomp(&mut self, ack: PubComp) -> Option<(Publish, Option<PublishProperties>)> {
         let ack = Ack::PubComp(ack);
         self.committed.push_back(ack);
@@ -498,6 +508,7 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            slow_subscriber_timeout_ms: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("topic/a");
@@ -518,6 +529,7 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            slow_subscriber_timeout_ms: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("+/+");
