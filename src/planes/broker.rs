@@ -48,8 +48,10 @@
 //! distinct topic filters, each keeping at most `NETSTRAP_BROKER_BACKLOG` of recent messages
 //! for lagging subscribers; rumqttd never drops such a log), rumqttd's patched bounds
 //! (`vendor/rumqttd/NETSTRAP-PATCHES.md`) and the connection limit; docs/broker.md has the
-//! arithmetic. rumqttd never slows a publisher for a subscriber: one further behind than the
-//! backlog skips the oldest messages, which `broker_drops` counts and reports.
+//! arithmetic. A subscriber a whole backlog behind holds its publishers up (rumqttd patch 13:
+//! no PUBACK, their sockets not read) until it reads on, or is disconnected after
+//! `NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT`; `broker_drops` counts and reports those
+//! disconnects, and the messages still skipped (a client's own subscriptions, or timeout 0).
 
 use std::collections::HashMap;
 use std::io;

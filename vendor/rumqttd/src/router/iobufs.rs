@@ -22,7 +22,7 @@ const MAX_INFLIGHT: usize = 100;
 /// them (it may leave a publisher's packets queued while a subscriber catches up, see
 /// `RouterConfig::slow_subscriber_timeout_ms`): a publisher then waits on TCP flow control.
 pub(crate) const MAX_INCOMING_PACKETS: usize = 100;
-pub(crate) const MAX_INCOMING_BYTES: usize = 1 << 20;
+pub(crate) const MAX_INCOMING_BYTES: usize = 256 << 10;
 
 /// netstrap patch 13: whether a link's incoming queue is full (see `MAX_INCOMING_PACKETS`).
 pub(crate) fn incoming_full(queue: &VecDeque<Packet>) -> bool {
