@@ -526,9 +526,14 @@ impl Router {
         });
 
         // Remove this connection from subscriptions
+        // netstrap patch 14: noting the filters it was the last subscriber of.
+        let mut left = Vec::new();
         for filter in connection.subscriptions.iter() {
             if let Some(connections) = self.subscription_map.get_mut(filter) {
                 connections.remove(&id);
+                if connections.is_empty() {
+                    left.push(filter.clone());
+                }
             }
         }
 
@@ -580,6 +585,11 @@ impl Router {
             drop(connection.events);
         }
         self.router_meters.total_connections -= 1;
+
+        // netstrap patch 14: free the logs nobody reads any more.
+        for filter in left {
+            self.free_unread_log(&filter);
+        }
     }
 
     /// Handles new incoming data on a topic
@@ -774,6 +784,7 @@ impl Router {
                 Packet::Unsubscribe(unsubscribe, _) => {
                     let connection = self.connections.get_mut(id).unwrap();
                     let pkid = unsubscribe.pkid;
+                    let mut left = Vec::new();
                     for filter in &unsubscribe.filters {
                         let span = tracing::info_span!("unsubscribe", topic = filter, pkid);
                         let _guard = span.enter();
@@ -823,7 +834,15 @@ impl Router {
                             force_ack = true;
                             // netstrap patch 13: a subscriber left.
                             self.recheck |= !self.stalls.is_empty();
+                            // netstrap patch 14: the last one?
+                            if connection_ids.is_empty() {
+                                left.push(filter.clone());
+                            }
                         }
+                    }
+                    // netstrap patch 14: free the logs nobody reads any more.
+                    for filter in left {
+                        self.free_unread_log(&filter);
                     }
                 }
                 Packet::PubAck(puback, _) => {
@@ -1354,6 +1373,33 @@ impl Router {
         readers
     }
 
+    /// netstrap patch 14: drop the messages of `filter`'s log (a subscription's filter, `$share`
+    /// group included) when no subscriber reads it, live or a saved session: when its last
+    /// subscriber left, rumqttd kept them (up to the whole backlog) until the process ended.
+    fn free_unread_log(&mut self, filter: &str) {
+        let path = extract_group(filter).map_or_else(|| filter.to_owned(), |(_, path)| path);
+        let Some(filter_idx) = self.datalog.filter_idx(&path) else {
+            return;
+        };
+        let reads = |r: &DataRequest| r.filter_idx == filter_idx;
+        let read = self
+            .scheduler
+            .trackers
+            .iter()
+            .any(|(_, t)| t.data_requests.iter().any(reads))
+            || self.notifications.iter().any(|(_, r)| reads(r))
+            || self
+                .datalog
+                .native
+                .get(filter_idx)
+                .is_some_and(|d| d.waiters.waiters().iter().any(|(_, r)| reads(r)))
+            || self.graveyard.reads(filter_idx);
+        if !read {
+            debug!(filter = path, "Freeing the log of a filter nobody reads");
+            self.datalog.free(filter_idx);
+        }
+    }
+
     /// netstrap patch 13: when the oldest stall ends, if any.
     fn stall_deadline(&self) -> Option<Instant> {
         let timeout = Duration::from_millis(self.config.slow_subscriber_timeout_ms?);
@@ -1529,6 +1575,10 @@ fn append_to_commitlog(
     let mut o = (0, 0);
     for filter_idx in filter_idxs {
         let datalog = datalog.native.get_mut(filter_idx).unwrap();
+        // netstrap patch 14: nobody reads it.
+        if datalog.unread {
+            continue;
+        }
         let publish_data = (publish.clone(), properties.clone());
         let (offset, filter) = datalog.append(publish_data.into(), notifications);
         debug!(
@@ -1595,6 +1645,10 @@ fn append_will_message(
     let mut o = (0, 0);
     for filter_idx in filter_idxs {
         let datalog = datalog.native.get_mut(filter_idx).unwrap();
+        // netstrap patch 14: nobody reads it.
+        if datalog.unread {
+            continue;
+        }
         let publish_data = (publish.clone(), properties.clone());
         let (offset, filter) = datalog.append(publish_data.into(), notifications);
         debug!(

@@ -160,6 +160,15 @@ where
         })
     }
 
+    /// netstrap patch 14: drop every message; offsets go on from where they were (a cursor
+    /// from before reads on at the next message appended).
+    pub fn clear(&mut self) {
+        let next = self.active_segment().next_offset();
+        self.segments.clear();
+        self.segments.push_back(Segment::with_offset(next));
+        self.head = self.tail;
+    }
+
     fn apply_retention(&mut self) {
         if self.active_segment().size() >= self.max_segment_size as u64 {
             // Read absolute_offset before applying memory retention, in case there is only 1
