@@ -510,3 +510,22 @@ async fn publish_to(port: u16, topic: &str, count: usize) {
     })
     .await;
 }
+
+#[test]
+fn a_slow_subscriber_timeout_that_is_not_whole_seconds_in_range_is_refused_with_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["30s", "-1", "3601", "1.5"] {
+        let err = run_fails(
+            dir.path(),
+            &[
+                ("ANYLOG_BROKER_PORT", free_port().to_string()),
+                ("NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT", value.to_string()),
+            ],
+        );
+        assert!(
+            err.contains("NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT")
+                && err.contains("whole seconds from 0 (off) to 3600"),
+            "{value}: {err}"
+        );
+    }
+}

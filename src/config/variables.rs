@@ -201,7 +201,8 @@ pub const NETSTRAP: &[Variable] = &[
         "NETSTRAP_BROKER_MAX_FILTERS",
         "64",
         "embedded broker: distinct topic filters taken on since start (rumqttd keeps each filter's \
-         backlog until exit); a SUBSCRIBE to a new filter beyond gets a SUBACK failure (0x80)",
+         state until exit, its backlog while someone reads it); a SUBSCRIBE to a new filter beyond \
+         gets a SUBACK failure (0x80)",
     ),
     v(
         "NETSTRAP_BROKER_ANONYMOUS",

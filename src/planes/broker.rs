@@ -46,7 +46,7 @@
 //! The router thread cannot be stopped (it holds a sender to itself); it idles after shutdown
 //! until the process exits. Memory is bounded by the front door's limits (`broker_guard`: the
 //! distinct topic filters, each keeping at most `NETSTRAP_BROKER_BACKLOG` of recent messages
-//! for lagging subscribers; rumqttd never drops such a log), rumqttd's patched bounds
+//! for lagging subscribers, given back when nobody reads it), rumqttd's patched bounds
 //! (`vendor/rumqttd/NETSTRAP-PATCHES.md`) and the connection limit; docs/broker.md has the
 //! arithmetic. A subscriber a whole backlog behind holds its publishers up (rumqttd patch 13:
 //! no PUBACK, their sockets not read) until it reads on, or is disconnected after
