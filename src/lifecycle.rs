@@ -483,6 +483,7 @@ pub fn run(mut settings: Settings) -> ExitCode {
                     listen,
                     threads: usize::from(row.threads.value),
                     backlog: settings.broker_backlog,
+                    slow_subscriber_timeout: settings.broker_slow_subscriber_timeout,
                     credentials: settings.broker_credentials.clone().map(|(u, p)| (u, p.0)),
                     tls: broker_tls.clone(),
                     limits: settings.broker_limits,

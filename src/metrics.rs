@@ -109,6 +109,11 @@ impl Metrics {
                 crate::planes::broker_drops::DROPPED.clone(),
             );
             r.register(
+                "broker_slow_subscribers_disconnected",
+                "Subscribers the embedded broker disconnected because publishers waited for them longer than NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT",
+                crate::planes::broker_drops::SLOW_DISCONNECTED.clone(),
+            );
+            r.register(
                 "broker_refused",
                 "Packets and connections the embedded broker refused (SUBACK failure, CONNACK refusal, close), by reason",
                 m.broker_refused.clone(),

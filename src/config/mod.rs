@@ -245,6 +245,9 @@ pub struct Settings {
     pub broker_upstream: Option<SocketAddr>,
     /// `NETSTRAP_BROKER_BACKLOG`, bytes.
     pub broker_backlog: usize,
+    /// `NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT`: how long publishers wait for a subscriber that
+    /// lags by the whole backlog before it is disconnected; `None` (0): they never wait, it skips.
+    pub broker_slow_subscriber_timeout: Option<Duration>,
     /// The embedded broker's subscription limits (`NETSTRAP_BROKER_MAX_SUBSCRIPTIONS`,
     /// `NETSTRAP_BROKER_MAX_FILTERS`).
     pub broker_limits: crate::planes::broker_guard::Limits,
@@ -282,6 +285,9 @@ pub const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off,ru
 
 /// `NETSTRAP_BROKER_BACKLOG` when unset.
 pub const DEFAULT_BROKER_BACKLOG: usize = 4 << 20;
+
+/// `NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT` when unset (docs/broker.md says why 30 s).
+pub const DEFAULT_BROKER_SLOW_SUBSCRIBER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `4096`, `512KiB`, `16MiB`, `1GiB` (also `KB`/`MB`/`GB`, read as powers of 1024) → bytes,
 /// within 64 KiB ..= 4 GiB.
@@ -762,6 +768,18 @@ impl Settings {
             .map(|f| f.value)
             .unwrap_or(DEFAULT_BROKER_BACKLOG);
 
+        let broker_slow_subscriber_timeout = r
+            .parse("NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT", "whole seconds from 0 (off) to 3600", |s| {
+                match s.parse::<u64>() {
+                    Ok(0) => Ok(None),
+                    Ok(n) if n <= 3600 => Ok(Some(Duration::from_secs(n))),
+                    Ok(_) => Err("out of range".into()),
+                    Err(_) => Err("not a whole number".into()),
+                }
+            })
+            .map(|f| f.value)
+            .unwrap_or(Some(DEFAULT_BROKER_SLOW_SUBSCRIBER_TIMEOUT));
+
         let mut count = |key: &str, max: usize, default: usize| {
             r.parse(key, &format!("a whole number from 1 to {max}"), |s| match s.parse::<usize>() {
                 Ok(n) if (1..=max).contains(&n) => Ok(n),
@@ -896,6 +914,7 @@ impl Settings {
             broker_mode,
             broker_upstream,
             broker_backlog,
+            broker_slow_subscriber_timeout,
             broker_limits,
             broker_anonymous,
             ledger: r.string("NETSTRAP_LEDGER").map(|f| f.value),

@@ -179,9 +179,17 @@ pub const NETSTRAP: &[Variable] = &[
         "NETSTRAP_BROKER_BACKLOG",
         "4MiB",
         "embedded broker: recent messages kept per topic filter for subscribers that lag, counted as \
-         the memory they take (topic + payload + ~200 bytes each); one further behind skips the oldest \
-         (counted in netstrap_broker_dropped_messages_total); the broker's worst case is \
+         the memory they take (topic + payload + ~200 bytes each); publishers wait for one further \
+         behind (NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT); the broker's worst case is \
          NETSTRAP_BROKER_MAX_FILTERS times this (docs/broker.md); bytes or KiB/MiB/GiB, 64KiB to 4GiB",
+    ),
+    v(
+        "NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT",
+        "30",
+        "embedded broker: when a subscriber lags by the whole backlog, its publishers wait for it \
+         (no PUBACK, their sockets not read); one that holds them up this many seconds is \
+         disconnected (counted in netstrap_broker_slow_subscribers_disconnected_total); 0: nobody \
+         waits and it skips the oldest messages instead; whole seconds, 0 to 3600",
     ),
     v(
         "NETSTRAP_BROKER_MAX_SUBSCRIPTIONS",
@@ -193,7 +201,8 @@ pub const NETSTRAP: &[Variable] = &[
         "NETSTRAP_BROKER_MAX_FILTERS",
         "64",
         "embedded broker: distinct topic filters taken on since start (rumqttd keeps each filter's \
-         backlog until exit); a SUBSCRIBE to a new filter beyond gets a SUBACK failure (0x80)",
+         state until exit, its backlog while someone reads it); a SUBSCRIBE to a new filter beyond \
+         gets a SUBACK failure (0x80)",
     ),
     v(
         "NETSTRAP_BROKER_ANONYMOUS",

@@ -46,10 +46,12 @@
 //! The router thread cannot be stopped (it holds a sender to itself); it idles after shutdown
 //! until the process exits. Memory is bounded by the front door's limits (`broker_guard`: the
 //! distinct topic filters, each keeping at most `NETSTRAP_BROKER_BACKLOG` of recent messages
-//! for lagging subscribers; rumqttd never drops such a log), rumqttd's patched bounds
+//! for lagging subscribers, given back when nobody reads it), rumqttd's patched bounds
 //! (`vendor/rumqttd/NETSTRAP-PATCHES.md`) and the connection limit; docs/broker.md has the
-//! arithmetic. rumqttd never slows a publisher for a subscriber: one further behind than the
-//! backlog skips the oldest messages, which `broker_drops` counts and reports.
+//! arithmetic. A subscriber a whole backlog behind holds its publishers up (rumqttd patch 13:
+//! no PUBACK, their sockets not read) until it reads on, or is disconnected after
+//! `NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT`; `broker_drops` counts and reports those
+//! disconnects, and the messages still skipped (a client's own subscriptions, or timeout 0).
 
 use std::collections::HashMap;
 use std::io;
@@ -94,10 +96,13 @@ pub struct BrokerOptions {
     pub max_connections: usize,
     /// Largest MQTT packet accepted; a bigger one closes the client's connection.
     pub max_payload_size: usize,
-    /// Per subscribed topic filter, how many bytes (topic + payload) of recent messages are kept
-    /// for subscribers that lag (`NETSTRAP_BROKER_BACKLOG`); a subscriber further behind skips
-    /// the oldest (see `broker_drops`).
+    /// Per subscribed topic filter, how many bytes of recent messages are kept for subscribers
+    /// that lag (`NETSTRAP_BROKER_BACKLOG`).
     pub backlog: usize,
+    /// How long publishers wait for a subscriber a whole backlog behind before it is
+    /// disconnected (`NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT`, rumqttd patch 13); `None`: they
+    /// never wait and it skips the oldest messages (see `broker_drops`).
+    pub slow_subscriber_timeout: Option<Duration>,
     /// `(username, password)` every client must present, when set.
     pub credentials: Option<(String, String)>,
     /// Accept MQTT over TLS only, with this configuration (see `crate::tls`).
@@ -114,6 +119,7 @@ impl Default for BrokerOptions {
             max_connections: 10_000,
             max_payload_size: 1024 * 1024,
             backlog: crate::config::DEFAULT_BROKER_BACKLOG,
+            slow_subscriber_timeout: Some(crate::config::DEFAULT_BROKER_SLOW_SUBSCRIBER_TIMEOUT),
             credentials: None,
             tls: None,
             limits: Limits::default(),
@@ -157,7 +163,7 @@ pub async fn serve_embedded_on(
     if opts.max_connections == 0 {
         return Err(BrokerError::Config("max_connections must be at least 1".into()));
     }
-    let router_tx = Router::new(0, router_config(opts.max_connections, opts.backlog)).spawn();
+    let router_tx = Router::new(0, router_config(&opts)).spawn();
     // rumqttd's servers never listen: netstrap hands each client's stream to the one for its
     // MQTT version (rumqttd patch 11), both on one router.
     let servers = Servers {
@@ -266,7 +272,8 @@ pub async fn serve_relay_tls(
     .await;
 }
 
-fn router_config(max_connections: usize, backlog: usize) -> RouterConfig {
+fn router_config(opts: &BrokerOptions) -> RouterConfig {
+    let (max_connections, backlog) = (opts.max_connections, opts.backlog);
     RouterConfig {
         // Headroom above our own limit: the router frees a slot only when it processes the
         // Disconnect event, which can trail our accept of the next client.
@@ -278,6 +285,8 @@ fn router_config(max_connections: usize, backlog: usize) -> RouterConfig {
         custom_segment: None,
         initialized_filters: None,
         shared_subscriptions_strategy: Default::default(),
+        // rumqttd patch 13: a lagging subscriber slows its publishers rather than skipping.
+        slow_subscriber_timeout_ms: opts.slow_subscriber_timeout.map(|t| t.as_millis() as u64),
     }
 }
 

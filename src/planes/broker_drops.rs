@@ -1,8 +1,17 @@
-//! Messages the embedded broker skipped for a subscriber that fell too far behind.
+//! Messages the embedded broker skipped for a subscriber that fell too far behind, and
+//! subscribers it disconnected for holding publishers up.
 //!
 //! rumqttd keeps, per subscribed topic filter, a bounded log of recent messages
-//! (`NETSTRAP_BROKER_BACKLOG`). Publishers are never slowed down by subscribers: when a
-//! subscriber's read position falls off the start of that log, rumqttd moves it to the oldest
+//! (`NETSTRAP_BROKER_BACKLOG`). With rumqttd patch 13 (`NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT`,
+//! on by default) a publisher waits when its message would push out of that log one a subscriber
+//! has not read yet; a subscriber that holds publishers up for the timeout is disconnected, which
+//! rumqttd reports as a `warn!` event ("Slow subscriber disconnected", fields `slow_subscriber`,
+//! `filter`, `waited_ms`): netstrap counts it in
+//! `netstrap_broker_slow_subscribers_disconnected_total` and logs it (throttled).
+//!
+//! Without the patch's wait (timeout 0), and still where nobody waits (a client's own
+//! subscription never holds up its own publishes), when a subscriber's read position falls off
+//! the start of that log, rumqttd moves it to the oldest
 //! message still kept, and the messages in between are never delivered to that subscriber —
 //! QoS 1 included, although every publish was acknowledged. rumqttd reports this only as a
 //! `warn!` event of its router ("Read cursor start jumped from (segment, offset) to (segment,
@@ -34,6 +43,12 @@ pub const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Messages skipped for lagging subscribers since start (one per subscriber and message).
 pub static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 
+/// Subscribers disconnected for holding publishers up (rumqttd patch 13) since start.
+pub static SLOW_DISCONNECTED: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// One line per 10 s about disconnected slow subscribers, with the number not logged.
+static SLOW_LOG: crate::logging::Throttle = crate::logging::Throttle::new(WARN_EVERY);
+
 /// The layer, with the filter it needs: rumqttd's router at warn, nothing else.
 pub fn layer<S>() -> impl Layer<S>
 where
@@ -52,7 +67,26 @@ impl<S: Subscriber> Layer<S> for DropLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut jump = Jump::default();
         event.record(&mut jump);
+        if let Some(client) = &jump.slow_subscriber {
+            SLOW_DISCONNECTED.inc();
+            if let Some(suppressed) = SLOW_LOG.allow() {
+                let (filter, waited_ms) = (&jump.filter, &jump.waited_ms);
+                tracing::warn!(
+                    client,
+                    filter,
+                    waited_ms,
+                    suppressed,
+                    "broker: disconnected subscriber {client}: it did not read on for {waited_ms} ms while \
+                     publishers to {filter} waited for it (NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT)"
+                );
+            }
+            return;
+        }
         let Some((filter, lost)) = jump.parse() else { return };
+        // A read position at the very end of the dropped segment skips nothing.
+        if lost == 0 {
+            return;
+        }
         DROPPED.inc_by(lost);
         let Ok(mut pending) = self.pending.lock() else { return };
         let entry = pending.entry(filter.clone()).or_insert((None, 0));
@@ -80,12 +114,25 @@ struct Jump {
     message: String,
     request_cursor: String,
     start_cursor: String,
+    /// The fields of rumqttd's "Slow subscriber disconnected" event (patch 13).
+    slow_subscriber: Option<String>,
+    filter: String,
+    waited_ms: u64,
 }
 
 impl Visit for Jump {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "error" {
-            self.message = value.to_string();
+        match field.name() {
+            "error" => self.message = value.to_string(),
+            "slow_subscriber" => self.slow_subscriber = Some(value.to_string()),
+            "filter" => self.filter = value.to_string(),
+            _ => {}
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "waited_ms" {
+            self.waited_ms = value;
         }
     }
 
@@ -127,6 +174,7 @@ mod tests {
             message: "Read cursor start jumped from (0, 120) to (3, 4096) on data/+".into(),
             request_cursor: "(0, 120)".into(),
             start_cursor: "(3, 4096)".into(),
+            ..Default::default()
         };
         assert_eq!(jump.parse(), Some(("data/+".to_string(), 3976)));
     }
@@ -139,6 +187,7 @@ mod tests {
             message: "Read cursor start jumped from x to y on t".into(),
             request_cursor: "x".into(),
             start_cursor: "y".into(),
+            ..Default::default()
         };
         assert_eq!(garbled.parse(), None);
     }

@@ -12,10 +12,11 @@
 //!   `subscriptions_per_client` filters on one connection, or more distinct filters than
 //!   `filters` in the whole broker is refused with a SUBACK whose every return code is 0x80
 //!   (failure), written by netstrap into the client's stream at a packet boundary; rumqttd
-//!   never sees the packet. rumqttd 0.20 keeps a filter's log until the process ends (each
-//!   costs ~7 KiB empty, up to the backlog full), so `filters` counts every distinct filter
-//!   forwarded since start, not only the live ones: the bound holds against a client that
-//!   subscribes, unsubscribes and subscribes to new filters.
+//!   never sees the packet. rumqttd keeps a filter's state until the process ends (~7 KiB
+//!   empty; its log, up to the backlog, is given back when nobody reads it, patch 14), and this
+//!   front door does not know which filters rumqttd still reads, so `filters` counts every
+//!   distinct filter forwarded since start, not only the live ones: the bound holds against a
+//!   client that subscribes, unsubscribes and subscribes to new filters.
 //! - Each refusal counts in `netstrap_broker_refused_total{reason}` and is logged at most once
 //!   per 10 s with the number not logged.
 

@@ -208,6 +208,14 @@ pub struct RouterConfig {
     // defaults to Round Robin
     #[serde(default)]
     pub shared_subscriptions_strategy: Strategy,
+    /// netstrap patch 13: what happens when a filter's log is full and a subscriber has not
+    /// read its oldest segment yet. `None` (upstream's behaviour): the segment is dropped and
+    /// the subscriber skips its messages. `Some(ms)`: the publisher waits (its packets stay
+    /// queued, unacknowledged, and its link stops reading its socket) until the subscriber
+    /// reads past that segment; a subscriber that holds publishers up for `ms` without doing
+    /// so is disconnected. A client's own subscriptions never hold up its own publishes.
+    #[serde(default)]
+    pub slow_subscriber_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

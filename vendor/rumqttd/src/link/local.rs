@@ -331,6 +331,8 @@ pub struct LinkRx {
     router_rx: Receiver<()>,
     send_buffer: Arc<Mutex<VecDeque<Notification>>>,
     cache: VecDeque<Notification>,
+    /// netstrap patch 13: the router woke this link while `dropped` waited.
+    woken: bool,
 }
 
 impl LinkRx {
@@ -347,6 +349,7 @@ impl LinkRx {
             send_buffer: outgoing_data_buffer,
             // netstrap patch 2: grows on use, not 100 notifications reserved per idle client.
             cache: VecDeque::new(),
+            woken: false,
         }
     }
 
@@ -407,9 +410,23 @@ impl LinkRx {
         &mut self,
         notifications: &mut VecDeque<Notification>,
     ) -> Result<(), LinkError> {
-        self.router_rx.recv_async().await?;
+        // netstrap patch 13: a wake-up `dropped` received counts as this one.
+        if !mem::take(&mut self.woken) {
+            self.router_rx.recv_async().await?;
+        }
         mem::swap(&mut *self.send_buffer.lock(), notifications);
         Ok(())
+    }
+
+    /// netstrap patch 13: resolves when the router has dropped this link; its wake-ups
+    /// meanwhile are kept for the next `exchange`.
+    pub(crate) async fn dropped(&mut self) -> LinkError {
+        loop {
+            match self.router_rx.recv_async().await {
+                Ok(()) => self.woken = true,
+                Err(e) => return e.into(),
+            }
+        }
     }
 
     pub fn ready(&self) -> Result<(), LinkError> {

@@ -132,8 +132,13 @@ impl<P: Protocol> RemoteLink<P> {
         // Note:
         // Shouldn't result in bounded queue deadlocks because of blocking n/w send
         loop {
+            // netstrap patch 13: while the router has not taken what was read (it may keep a
+            // publisher's packets queued while a subscriber catches up), read no more: the
+            // client then waits on TCP flow control. The router wakes this link (through
+            // `link_rx`) when it takes a full queue.
+            let room = !crate::router::iobufs::incoming_full(&self.link_tx.buffer());
             select! {
-                o = self.network.read() => {
+                o = self.network.read(), if room => {
                     let packet = o?;
                     let len = {
                         let mut buffer = self.link_tx.buffer();
@@ -166,7 +171,13 @@ impl<P: Protocol> RemoteLink<P> {
                     if !busy {
                         self.notifications = VecDeque::new();
                     }
-                    self.network.writev(packets).await?;
+                    // netstrap patch 13: a client that reads nothing blocks this write for
+                    // good; when the router drops the link meanwhile (a slow subscriber, see
+                    // `RouterConfig::slow_subscriber_timeout_ms`), the link ends here.
+                    select! {
+                        o = self.network.writev(packets) => o?,
+                        e = self.link_rx.dropped() => return Err(e.into()),
+                    }
                     if unscheduled {
                         self.link_rx.wake().await?;
                     }

@@ -49,6 +49,18 @@ impl Graveyard {
     }
 
     /// Save only metrics for connection
+    /// netstrap patch 14: whether a saved session reads the log of `filter_idx`.
+    pub fn reads(&self, filter_idx: usize) -> bool {
+        self.connections.values().any(|saved| {
+            saved.session_state.as_ref().is_some_and(|s| {
+                s.tracker
+                    .data_requests
+                    .iter()
+                    .any(|r| r.filter_idx == filter_idx)
+            })
+        })
+    }
+
     pub fn save_metrics(&mut self, id: String, metrics: ConnectionEvents) {
         self.connections.insert(
             id,

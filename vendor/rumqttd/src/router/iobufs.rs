@@ -16,6 +16,30 @@ use crate::{
 use super::{Forward, IncomingMeter, OutgoingMeter};
 
 const MAX_INFLIGHT: usize = 100;
+
+/// netstrap patch 13: a link stops reading its client's socket while its incoming queue holds
+/// this many packets, or this many bytes of PUBLISH topics and payloads, until the router takes
+/// them (it may leave a publisher's packets queued while a subscriber catches up, see
+/// `RouterConfig::slow_subscriber_timeout_ms`): a publisher then waits on TCP flow control.
+pub(crate) const MAX_INCOMING_PACKETS: usize = 100;
+pub(crate) const MAX_INCOMING_BYTES: usize = 256 << 10;
+
+/// netstrap patch 13: whether a link's incoming queue is full (see `MAX_INCOMING_PACKETS`).
+pub(crate) fn incoming_full(queue: &VecDeque<Packet>) -> bool {
+    if queue.len() >= MAX_INCOMING_PACKETS {
+        return true;
+    }
+    let mut bytes = 0;
+    for packet in queue {
+        if let Packet::Publish(p, _) = packet {
+            bytes += p.topic.len() + p.payload.len();
+            if bytes >= MAX_INCOMING_BYTES {
+                return true;
+            }
+        }
+    }
+    false
+}
 const MAX_PKID: u16 = MAX_INFLIGHT as u16;
 
 #[derive(Debug)]

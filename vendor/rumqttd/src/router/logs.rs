@@ -169,7 +169,12 @@ impl DataLog {
         let filter_indexes = &mut self.filter_indexes;
 
         let (filter_idx, data) = match filter_indexes.get(filter) {
-            Some(idx) => (*idx, self.native.get(*idx).unwrap()),
+            Some(idx) => {
+                // netstrap patch 14: a subscriber comes: append again.
+                let data = self.native.get_mut(*idx).unwrap();
+                data.unread = false;
+                (*idx, &*data)
+            }
             None => {
                 let data = Data::new(filter, &self.config);
 
@@ -190,6 +195,20 @@ impl DataLog {
         };
 
         (filter_idx, data.log.next_offset())
+    }
+
+    /// netstrap patch 14: the index of `filter`'s log, if it has one.
+    pub fn filter_idx(&self, filter: &str) -> Option<FilterIdx> {
+        self.filter_indexes.get(filter).copied()
+    }
+
+    /// netstrap patch 14: drop the messages of a log nobody reads; nothing is appended to it
+    /// until a subscriber comes (`next_native_offset`).
+    pub fn free(&mut self, filter_idx: FilterIdx) {
+        if let Some(data) = self.native.get_mut(filter_idx) {
+            data.log.clear();
+            data.unread = true;
+        }
     }
 
     pub fn native_readv(
@@ -359,6 +378,9 @@ impl DataLog {
 
 pub struct Data<T> {
     filter: Filter,
+    /// netstrap patch 14: nobody reads this log (its messages were dropped when its last
+    /// subscriber left): nothing is appended until a subscriber comes.
+    pub unread: bool,
     pub log: CommitLog<T>,
     pub waiters: Waiters<DataRequest>,
     meter: SubscriptionMeter,
@@ -390,10 +412,16 @@ where
         let metrics = SubscriptionMeter::default();
         Data {
             filter: filter.to_owned(),
+            unread: false,
             log,
             waiters,
             meter: metrics,
         }
+    }
+
+    /// netstrap patch 13: the filter this log is for.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
     }
 
     /// Writes to all the filters that are mapped to this publish topic
@@ -461,6 +489,11 @@ impl AckLog {
         self.committed.push_back(ack);
     }
 
+    /// netstrap patch 13: the QoS 2 publish the next PUBREL releases.
+    pub fn next_recorded(&self) -> Option<&Publish> {
+        self.recorded.front().map(|(publish, _)| publish)
+    }
+
     pub fn pubcomp(&mut self, ack: PubComp) -> Option<(Publish, Option<PublishProperties>)> {
         let ack = Ack::PubComp(ack);
         self.committed.push_back(ack);
@@ -498,6 +531,7 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            slow_subscriber_timeout_ms: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("topic/a");
@@ -518,6 +552,7 @@ mod test {
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Strategy::RoundRobin,
+            slow_subscriber_timeout_ms: None,
         };
         let mut data = DataLog::new(config).unwrap();
         data.next_native_offset("+/+");

@@ -9,18 +9,18 @@ use crate::router::scheduler::{PauseReason, Tracker};
 use crate::router::{ConnectionEvents, Forward};
 use crate::segments::Position;
 use crate::*;
-use flume::{bounded, Receiver, RecvError, Sender, TryRecvError};
+use flume::{bounded, Receiver, RecvError, RecvTimeoutError, Sender, TryRecvError};
 use slab::Slab;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::str::Utf8Error;
 use std::thread;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
 use tracing::{debug, error, info, trace, warn};
 
 use super::alertlog::{Alert, AlertLog};
 use super::graveyard::Graveyard;
-use super::iobufs::{Incoming, Outgoing};
+use super::iobufs::{incoming_full, Incoming, Outgoing};
 use super::logs::{AckLog, DataLog};
 use super::scheduler::{ScheduleReason, Scheduler};
 use super::shared_subs::SharedGroup;
@@ -102,6 +102,24 @@ pub struct Router {
     shared_subscriptions: HashMap<String, SharedGroup>,
     /// Will messages per client_id
     last_wills: HashMap<String, (LastWill, Option<LastWillProperties>)>,
+    /// netstrap patch 13: publishers whose packets wait in their incoming queue for subscribers
+    /// to catch up (see `RouterConfig::slow_subscriber_timeout_ms`).
+    waiting: HashSet<ConnectionId>,
+    /// netstrap patch 13: filters whose log is full while a subscriber has not read its oldest
+    /// segment, and since when.
+    stalls: HashMap<FilterIdx, Stall>,
+    /// netstrap patch 13: `stalls` while the waiting publishers are retried.
+    previous_stalls: HashMap<FilterIdx, Stall>,
+    /// netstrap patch 13: a subscriber of a stalled filter read on or left: retry the waiting.
+    recheck: bool,
+}
+
+/// netstrap patch 13: a filter's log is full and a subscriber still needs its oldest segment.
+#[derive(Debug, Clone, Copy)]
+struct Stall {
+    /// Readers before this offset would skip messages.
+    limit: u64,
+    since: Instant,
 }
 
 impl Router {
@@ -143,6 +161,10 @@ impl Router {
             cache: Some(VecDeque::with_capacity(MAX_CHANNEL_CAPACITY)),
             shared_subscriptions: HashMap::new(),
             last_wills: HashMap::new(),
+            waiting: HashSet::new(),
+            stalls: HashMap::new(),
+            previous_stalls: HashMap::new(),
+            recheck: false,
         }
     }
 
@@ -196,8 +218,18 @@ impl Router {
         // Block on incoming events if there are no ready connections for consumption
         if self.consume().is_none() {
             // trace!("{}:: {:20} {:20} {:?}", self.id, "", "done-await", self.readyqueue);
-            let (id, data) = self.router_rx.recv()?;
-            self.events(id, data);
+            // netstrap patch 13: while publishers wait, wake up in time to end a stall.
+            match self.stall_deadline() {
+                None => {
+                    let (id, data) = self.router_rx.recv()?;
+                    self.events(id, data);
+                }
+                Some(deadline) => match self.router_rx.recv_deadline(deadline.into()) {
+                    Ok((id, data)) => self.events(id, data),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return Err(RouterError::Disconnected),
+                },
+            }
         }
 
         // Try reading more from connections in a non-blocking
@@ -227,6 +259,16 @@ impl Router {
             self.consume();
         }
 
+        // netstrap patch 13: end stalls that lasted too long, retry the waiting publishers
+        // when a subscriber they wait for moved.
+        if !self.stalls.is_empty() {
+            self.end_stalls();
+        }
+        if self.recheck {
+            self.recheck = false;
+            self.resume_publishers();
+        }
+
         // self.send_all_alerts();
         Ok(())
     }
@@ -243,6 +285,8 @@ impl Router {
             } => self.handle_new_connection(connection, incoming, outgoing),
             Event::NewMeter(tx) => self.handle_new_meter(tx),
             Event::NewAlert(tx) => self.handle_new_alert(tx),
+            // netstrap patch 13: a waiting publisher's packets stay queued until it resumes.
+            Event::DeviceData if self.waiting.contains(&id) => {}
             Event::DeviceData => self.handle_device_payload(id),
             Event::Disconnect => self.handle_disconnection(id, None),
             Event::Ready => self.scheduler.reschedule(id, ScheduleReason::Ready),
@@ -421,6 +465,13 @@ impl Router {
         let span = tracing::info_span!("incoming_disconnect", client_id);
         let _guard = span.enter();
 
+        // netstrap patch 13: its queued publishes go with it (never acknowledged); a subscriber
+        // leaving may let others' publishes through.
+        self.waiting.remove(&id);
+        if !self.stalls.is_empty() {
+            self.recheck = true;
+        }
+
         // must handle last will before sending disconnect packet
         // as the disconnecting client might have subscribed to will topic.
         // if execute_last_will {
@@ -475,9 +526,14 @@ impl Router {
         });
 
         // Remove this connection from subscriptions
+        // netstrap patch 14: noting the filters it was the last subscriber of.
+        let mut left = Vec::new();
         for filter in connection.subscriptions.iter() {
             if let Some(connections) = self.subscription_map.get_mut(filter) {
                 connections.remove(&id);
+                if connections.is_empty() {
+                    left.push(filter.clone());
+                }
             }
         }
 
@@ -529,6 +585,11 @@ impl Router {
             drop(connection.events);
         }
         self.router_meters.total_connections -= 1;
+
+        // netstrap patch 14: free the logs nobody reads any more.
+        for filter in left {
+            self.free_unread_log(&filter);
+        }
     }
 
     /// Handles new incoming data on a topic
@@ -548,6 +609,9 @@ impl Router {
 
         // Instead of exchanging, we should just append new incoming packets inside cache
         let mut packets = incoming.exchange(self.cache.take().unwrap());
+        // netstrap patch 13: the link stopped reading its socket; wake it once this is taken.
+        let link_paused = incoming_full(&packets);
+        let mut stalled = false;
 
         let mut force_ack = false;
         let mut new_data = false;
@@ -556,11 +620,20 @@ impl Router {
 
         // info!("{:15.15}[I] {:20} count = {}", client_id, "packets", packets.len());
 
-        for packet in packets.drain(0..) {
+        while let Some(packet) = packets.pop_front() {
             match packet {
                 Packet::Publish(publish, properties) => {
                     let span = tracing::error_span!("publish", topic = ?publish.topic, pkid = publish.pkid);
                     let _guard = span.enter();
+
+                    // netstrap patch 13: not acknowledged, not appended, while a subscriber
+                    // would skip messages: this and what follows wait.
+                    let alias = properties.as_ref().and_then(|p| p.topic_alias);
+                    if self.must_wait(id, &publish.topic, alias) {
+                        packets.push_front(Packet::Publish(publish, properties));
+                        stalled = true;
+                        break;
+                    }
 
                     let qos = publish.qos;
                     let pkid = publish.pkid;
@@ -711,6 +784,7 @@ impl Router {
                 Packet::Unsubscribe(unsubscribe, _) => {
                     let connection = self.connections.get_mut(id).unwrap();
                     let pkid = unsubscribe.pkid;
+                    let mut left = Vec::new();
                     for filter in &unsubscribe.filters {
                         let span = tracing::info_span!("unsubscribe", topic = filter, pkid);
                         let _guard = span.enter();
@@ -758,7 +832,17 @@ impl Router {
                             self.scheduler.untrack(id, filter);
                             self.datalog.remove_waiters_for_id(id, filter);
                             force_ack = true;
+                            // netstrap patch 13: a subscriber left.
+                            self.recheck |= !self.stalls.is_empty();
+                            // netstrap patch 14: the last one?
+                            if connection_ids.is_empty() {
+                                left.push(filter.clone());
+                            }
                         }
+                    }
+                    // netstrap patch 14: free the logs nobody reads any more.
+                    for filter in left {
+                        self.free_unread_log(&filter);
                     }
                 }
                 Packet::PubAck(puback, _) => {
@@ -800,6 +884,18 @@ impl Router {
                 Packet::PubRel(pubrel, None) => {
                     let span = tracing::info_span!("pubrel", pkid = pubrel.pkid);
                     let _guard = span.enter();
+
+                    // netstrap patch 13: a QoS 2 publish is appended on its PUBREL: as above.
+                    let topic = self
+                        .ackslog
+                        .get(id)
+                        .and_then(|a| a.next_recorded())
+                        .map(|p| p.topic.clone());
+                    if topic.is_some_and(|topic| self.must_wait(id, &topic, None)) {
+                        packets.push_front(Packet::PubRel(pubrel, None));
+                        stalled = true;
+                        break;
+                    }
 
                     let ackslog = self.ackslog.get_mut(id).unwrap();
                     let pubcomp = PubComp {
@@ -881,7 +977,22 @@ impl Router {
             }
         }
 
-        self.cache = Some(packets);
+        if stalled {
+            // netstrap patch 13: what waits goes back ahead of what the link queued since.
+            if let Some(incoming) = self.ibufs.get_mut(id) {
+                let mut queue = incoming.buffer.lock();
+                let newer = std::mem::replace(&mut *queue, packets);
+                queue.extend(newer);
+            }
+            self.cache = Some(VecDeque::new());
+        } else {
+            self.cache = Some(packets);
+        }
+        if link_paused {
+            if let Some(outgoing) = self.obufs.get(id) {
+                outgoing.handle.try_send(()).ok();
+            }
+        }
 
         // Prepare AcksRequest in tracker if router is operating in a
         // single node mode or force ack request for subscriptions
@@ -1051,14 +1162,21 @@ impl Router {
                 .as_ref()
                 .and_then(|name| self.shared_subscriptions.get_mut(name));
 
-            match forward_device_data(
+            let status = forward_device_data(
                 &mut request,
                 datalog,
                 outgoing,
                 alertlog,
                 connection,
                 shared_group,
-            ) {
+            );
+
+            // netstrap patch 13: a subscriber publishers wait for read past what they wait on.
+            if let Some(stall) = self.stalls.get(&request.filter_idx) {
+                self.recheck |= request.cursor.1 >= stall.limit;
+            }
+
+            match status {
                 ConsumeStatus::BufferFull => {
                     requests.push_back(request);
                     self.scheduler.pause(id, PauseReason::Busy);
@@ -1148,6 +1266,209 @@ impl Router {
                 // Removed disconnect = true from here because we disconnect anyways
             }
         };
+    }
+
+    /// netstrap patch 13: whether a publish to `topic` (or topic alias) from connection `id`
+    /// must wait, because a matching filter's log is full and a subscriber other than `id` has
+    /// not read its oldest segment yet; records the stall and `id` as waiting when so.
+    fn must_wait(&mut self, id: ConnectionId, topic: &[u8], alias: Option<u16>) -> bool {
+        if self.config.slow_subscriber_timeout_ms.is_none() {
+            return false;
+        }
+        let topic = match (topic.is_empty(), alias) {
+            (true, Some(alias)) => match self
+                .connections
+                .get(id)
+                .and_then(|c| c.topic_aliases.get(&alias))
+            {
+                Some(topic) => topic.clone(),
+                None => return false,
+            },
+            _ => match std::str::from_utf8(topic) {
+                Ok(topic) => topic.to_owned(),
+                Err(_) => return false,
+            },
+        };
+        let Some(filter_idxs) = self.datalog.matches(&topic) else {
+            return false;
+        };
+        let mut wait = false;
+        for filter_idx in filter_idxs {
+            let Some(limit) = self
+                .datalog
+                .native
+                .get(filter_idx)
+                .and_then(|data| data.log.append_drops_before())
+            else {
+                continue;
+            };
+            if self
+                .lagging_readers(filter_idx, limit)
+                .iter()
+                .any(|&reader| reader != id)
+            {
+                let stall = match self.previous_stalls.get(&filter_idx) {
+                    Some(s) if s.limit == limit => *s,
+                    _ => Stall {
+                        limit,
+                        since: Instant::now(),
+                    },
+                };
+                match self.stalls.get(&filter_idx) {
+                    Some(s) if s.limit == limit => {}
+                    _ => {
+                        self.stalls.insert(filter_idx, stall);
+                    }
+                }
+                wait = true;
+            }
+        }
+        if wait {
+            debug!(
+                connection_id = id,
+                topic, "Publisher waits for a slow subscriber"
+            );
+            self.waiting.insert(id);
+        }
+        wait
+    }
+
+    /// netstrap patch 13: the live connections with a data request on `filter_idx` whose
+    /// cursor is before `limit` (each once).
+    fn lagging_readers(&self, filter_idx: FilterIdx, limit: u64) -> Vec<ConnectionId> {
+        let behind = |request: &DataRequest| {
+            let cursor = match &request.group {
+                Some(group) => self
+                    .shared_subscriptions
+                    .get(group)
+                    .map_or(request.cursor, |g| g.cursor),
+                None => request.cursor,
+            };
+            request.filter_idx == filter_idx && cursor.1 < limit
+        };
+        let mut readers: Vec<ConnectionId> = self
+            .scheduler
+            .trackers
+            .iter()
+            .filter(|(_, tracker)| tracker.data_requests.iter().any(behind))
+            .map(|(id, _)| id)
+            .collect();
+        readers.extend(
+            self.notifications
+                .iter()
+                .filter(|(_, r)| behind(r))
+                .map(|(id, _)| *id),
+        );
+        if let Some(data) = self.datalog.native.get(filter_idx) {
+            readers.extend(
+                data.waiters
+                    .waiters()
+                    .iter()
+                    .filter(|(_, r)| behind(r))
+                    .map(|(id, _)| *id),
+            );
+        }
+        readers.sort_unstable();
+        readers.dedup();
+        readers
+    }
+
+    /// netstrap patch 14: drop the messages of `filter`'s log (a subscription's filter, `$share`
+    /// group included) when no subscriber reads it, live or a saved session: when its last
+    /// subscriber left, rumqttd kept them (up to the whole backlog) until the process ended.
+    fn free_unread_log(&mut self, filter: &str) {
+        let path = extract_group(filter).map_or_else(|| filter.to_owned(), |(_, path)| path);
+        let Some(filter_idx) = self.datalog.filter_idx(&path) else {
+            return;
+        };
+        let reads = |r: &DataRequest| r.filter_idx == filter_idx;
+        let read = self
+            .scheduler
+            .trackers
+            .iter()
+            .any(|(_, t)| t.data_requests.iter().any(reads))
+            || self.notifications.iter().any(|(_, r)| reads(r))
+            || self
+                .datalog
+                .native
+                .get(filter_idx)
+                .is_some_and(|d| d.waiters.waiters().iter().any(|(_, r)| reads(r)))
+            || self.graveyard.reads(filter_idx);
+        if !read {
+            debug!(filter = path, "Freeing the log of a filter nobody reads");
+            self.datalog.free(filter_idx);
+        }
+    }
+
+    /// netstrap patch 13: when the oldest stall ends, if any.
+    fn stall_deadline(&self) -> Option<Instant> {
+        let timeout = Duration::from_millis(self.config.slow_subscriber_timeout_ms?);
+        self.stalls.values().map(|s| s.since + timeout).min()
+    }
+
+    /// netstrap patch 13: disconnect the subscribers that held publishers up for longer than
+    /// `slow_subscriber_timeout_ms`.
+    fn end_stalls(&mut self) {
+        let Some(timeout) = self
+            .config
+            .slow_subscriber_timeout_ms
+            .map(Duration::from_millis)
+        else {
+            return;
+        };
+        let now = Instant::now();
+        let ended: Vec<(FilterIdx, Stall)> = self
+            .stalls
+            .iter()
+            .filter(|(_, s)| now >= s.since + timeout)
+            .map(|(f, s)| (*f, *s))
+            .collect();
+        for (filter_idx, stall) in ended {
+            self.stalls.remove(&filter_idx);
+            let filter = self
+                .datalog
+                .native
+                .get(filter_idx)
+                .map(|data| data.filter().clone())
+                .unwrap_or_default();
+            // A subscriber that is itself a waiting publisher may lag only because its client
+            // reads nothing while its writes are held up (a client reading what it publishes):
+            // it is spared while another lagging subscriber is disconnected, not otherwise.
+            let (publishers, others): (Vec<_>, Vec<_>) = self
+                .lagging_readers(filter_idx, stall.limit)
+                .into_iter()
+                .partition(|reader| self.waiting.contains(reader));
+            let slow = if others.is_empty() {
+                publishers
+            } else {
+                others
+            };
+            for reader in slow {
+                let Some(client_id) = self.obufs.get(reader).map(|o| o.client_id.clone()) else {
+                    continue;
+                };
+                // netstrap reads this event (its target, message and fields) to count it.
+                warn!(
+                    slow_subscriber = client_id,
+                    filter,
+                    waited_ms = (now - stall.since).as_millis() as u64,
+                    "Slow subscriber disconnected: publishers waited for it too long"
+                );
+                self.handle_disconnection(reader, None);
+            }
+            self.recheck = true;
+        }
+    }
+
+    /// netstrap patch 13: process the waiting publishers' queued packets again (each waits
+    /// again where a subscriber still lags).
+    fn resume_publishers(&mut self) {
+        self.previous_stalls = std::mem::take(&mut self.stalls);
+        let waiting: Vec<ConnectionId> = self.waiting.drain().collect();
+        for id in waiting {
+            self.handle_device_payload(id);
+        }
+        self.previous_stalls.clear();
     }
 
     fn send_meters(&mut self) {
@@ -1254,6 +1575,10 @@ fn append_to_commitlog(
     let mut o = (0, 0);
     for filter_idx in filter_idxs {
         let datalog = datalog.native.get_mut(filter_idx).unwrap();
+        // netstrap patch 14: nobody reads it.
+        if datalog.unread {
+            continue;
+        }
         let publish_data = (publish.clone(), properties.clone());
         let (offset, filter) = datalog.append(publish_data.into(), notifications);
         debug!(
@@ -1320,6 +1645,10 @@ fn append_will_message(
     let mut o = (0, 0);
     for filter_idx in filter_idxs {
         let datalog = datalog.native.get_mut(filter_idx).unwrap();
+        // netstrap patch 14: nobody reads it.
+        if datalog.unread {
+            continue;
+        }
         let publish_data = (publish.clone(), properties.clone());
         let (offset, filter) = datalog.append(publish_data.into(), notifications);
         debug!(

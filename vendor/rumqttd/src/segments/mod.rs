@@ -143,6 +143,32 @@ where
         (self.tail, absolute_offset)
     }
 
+    /// netstrap patch 13: when the next `append` would drop the oldest segment (the log is
+    /// full), the offset of the first message it keeps: a reader whose cursor is before it
+    /// would skip messages. `None` when the next append drops nothing.
+    pub fn append_drops_before(&self) -> Option<u64> {
+        let full = self.active_segment().size() >= self.max_segment_size as u64
+            && self.memory_segments_count() >= self.max_mem_segments;
+        if !full {
+            return None;
+        }
+        // With one segment in memory, the active one goes: only what comes next is kept.
+        let kept = self.segments.get(1).unwrap_or(self.active_segment());
+        Some(match self.segments.len() {
+            1 => kept.next_offset(),
+            _ => kept.absolute_offset,
+        })
+    }
+
+    /// netstrap patch 14: drop every message; offsets go on from where they were (a cursor
+    /// from before reads on at the next message appended).
+    pub fn clear(&mut self) {
+        let next = self.active_segment().next_offset();
+        self.segments.clear();
+        self.segments.push_back(Segment::with_offset(next));
+        self.head = self.tail;
+    }
+
     fn apply_retention(&mut self) {
         if self.active_segment().size() >= self.max_segment_size as u64 {
             // Read absolute_offset before applying memory retention, in case there is only 1
@@ -633,6 +659,25 @@ mod tests {
                 end: (3, 40)
             }
         );
+    }
+
+    #[test]
+    fn append_drops_before_says_what_the_next_append_would_drop() {
+        // netstrap patch 13
+        let packet_size: u64 = 1024;
+        let mut log = CommitLog::new(1024 * 10, 2).unwrap();
+        for i in 0..20 {
+            assert_eq!(log.append_drops_before(), None, "append {i}");
+            log.append(random_payload(i, packet_size));
+        }
+        // Two full segments of 10: the next append drops the first, keeping offsets from 10.
+        assert_eq!(log.append_drops_before(), Some(10));
+        log.append(random_payload(20, packet_size));
+        assert_eq!(log.append_drops_before(), None);
+
+        let mut single = CommitLog::new(1024, 1).unwrap();
+        single.append(random_payload(0, packet_size));
+        assert_eq!(single.append_drops_before(), Some(1));
     }
 
     #[test]
