@@ -17,6 +17,7 @@ struct Plane {
     addr: SocketAddr,
     health: Health,
     shutdown: Shutdown,
+    snapshot: tokio::sync::watch::Receiver<Arc<NodeSnapshot>>,
 }
 
 async fn start(options: RestOptions) -> Plane {
@@ -35,10 +36,10 @@ async fn start(options: RestOptions) -> Plane {
     };
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(snap));
     std::mem::forget(_tx);
-    let state = RestState::new(health.clone(), rx, Arc::new(Metrics::new()), options);
+    let state = RestState::new(health.clone(), rx.clone(), Arc::new(Metrics::new()), options);
     let shutdown = Shutdown::new();
     tokio::spawn(rest::serve(listener, state, shutdown.clone()));
-    Plane { addr, health, shutdown }
+    Plane { addr, health, shutdown, snapshot: rx }
 }
 
 /// Send a raw request and read the whole reply (the server closes: `Connection: close`).
@@ -115,6 +116,11 @@ async fn identity_network_and_metrics() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["table"]["rows"][0]["plane"], "tcp");
     assert!(v["readiness"].is_object());
+
+    let (code, _, body) = get(p.addr, "/v1/peers").await;
+    assert_eq!(code, 503, "no check yet is not an empty answer: {body}");
+    assert!(body.contains("no peer check yet") && body.contains("NETSTRAP_LEDGER"), "{body}");
+    assert!(p.snapshot.borrow().peers_asked.load(std::sync::atomic::Ordering::Relaxed), "asking starts one");
 
     let (code, _, body) = get(p.addr, "/metrics").await;
     assert_eq!(code, 200);

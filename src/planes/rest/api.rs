@@ -159,7 +159,7 @@ async fn config_policy(State(s): State<RestState>) -> Response {
 async fn peers(State(s): State<RestState>) -> Response {
     let peers = {
         let snapshot = s.snapshot.borrow();
-        // The next watch pass checks again (null until the first check).
+        // The next watch pass checks again.
         snapshot.peers_asked.store(true, std::sync::atomic::Ordering::Relaxed);
         snapshot.peers.clone()
     };
@@ -167,6 +167,11 @@ async fn peers(State(s): State<RestState>) -> Response {
         Some(raw) => {
             ([(axum::http::header::CONTENT_TYPE, "application/json")], raw.get().to_owned()).into_response()
         }
-        None => Json(serde_json::Value::Null).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no peer check yet: asking starts one at the next watch pass (NETSTRAP_WATCH_INTERVAL); \
+             there is none without a registry (NETSTRAP_LEDGER)\n",
+        )
+            .into_response(),
     }
 }
