@@ -347,7 +347,25 @@ pub fn rest(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Result<Reply, String> {
-    let url = format!("http://{host}:{port}/");
+    rest_path(cluster, netns, host, port, "/", method, command, headers, body)
+}
+
+/// [`rest`] to `path`. EdgeLake's URL form puts the headers there (`/?User-Agent=AnyLog/1.23?
+/// command=get%20status`); a request of that form has no `User-Agent` header, as the node
+/// reads the URL only without one.
+#[allow(clippy::too_many_arguments)]
+pub fn rest_path(
+    cluster: &Cluster,
+    netns: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+    method: &str,
+    command: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<Reply, String> {
+    let url = format!("http://{host}:{port}{path}");
     let mut args: Vec<String> = ["curl", "-sS", "--max-time", "20", "--raw", "-i", "-X", method]
         .into_iter()
         .map(String::from)
@@ -356,7 +374,12 @@ pub fn rest(
     if !command.is_empty() {
         header(format!("command: {command}"));
     }
-    header(format!("User-Agent: {USER_AGENT}"));
+    if path.contains("User-Agent=") {
+        // The URL form carries its own: no User-Agent header at all (not even curl's).
+        header("User-Agent:".to_string());
+    } else {
+        header(format!("User-Agent: {USER_AGENT}"));
+    }
     // No `Expect: 100-continue` round trip for larger bodies.
     header("Expect:".to_string());
     for (k, v) in headers {
