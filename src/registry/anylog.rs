@@ -500,15 +500,17 @@ fn refused(command: &str, reply: &Reply) -> AnylogError {
     AnylogError::Refused { command: verb, status, err_code, err_text }
 }
 
-/// `"value"`, refusing what double quotes cannot carry.
+/// `"value"`, refusing what double quotes cannot carry. EdgeLake reads `\\` in a value as
+/// one backslash (a single one matches nothing), and a value starting with `!` as a variable
+/// (err 240), whatever the quotes (both seen on EdgeLake 1.4.2604).
 fn quoted(field: &str, value: &str) -> Result<String, AnylogError> {
-    if value.contains('"') || value.chars().any(char::is_control) {
+    if value.contains('"') || value.starts_with('!') || value.chars().any(char::is_control) {
         return Err(AnylogError::InvalidPolicy(format!(
             "{field} {value:?}: EdgeLake commands cannot match a value containing a double quote or a \
-             control character; rename it"
+             control character, or starting with '!'; rename it"
         )));
     }
-    Ok(format!("\"{value}\""))
+    Ok(format!("\"{}\"", value.replace('\\', "\\\\")))
 }
 
 /// A bare word in a command: no spaces, quotes or control characters.

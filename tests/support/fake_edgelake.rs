@@ -362,7 +362,12 @@ fn parse_where(text: &str) -> Result<Vec<(String, String)>, ()> {
                 let inner = &s[1..end];
                 s = &s[end + 1..];
                 // Single quotes stay part of the value: EdgeLake then matches nothing.
-                if q == '"' { inner.to_string() } else { format!("'{inner}'") }
+                // A backslash matches only doubled (`\\`), as on EdgeLake 1.4.2604.
+                if q == '"' {
+                    inner.replace("\\\\", "\u{0}").replace('\\', "\u{1}").replace('\u{0}', "\\")
+                } else {
+                    format!("'{inner}'")
+                }
             }
             Some(_) => {
                 let end = s.find(char::is_whitespace).unwrap_or(s.len());
