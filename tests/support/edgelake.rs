@@ -40,6 +40,12 @@
 //! - Errors of the command itself: `400` with the error JSON in the reason phrase of the status
 //!   line and again in a body that claims `Transfer-Encoding: chunked` but is not chunk-framed;
 //!   every reply is `Connection: close`. [`rest`] returns the reason phrase and the raw body.
+//!   A GET without a command is `200` with that chunked header and no body at all; the URL
+//!   form (`/?User-Agent=AnyLog/1.23?destination=...?command=get%20status`, no User-Agent
+//!   header, see [`rest_path`]) is `200` with an unframed body too.
+//! - Headers are decoded as ISO-8859-1: a `command` with UTF-8 in it matches nothing stored. A
+//!   POST without `command` header and with the body `{"command": "..."}` runs the command as a
+//!   GET with the JSON's text (`\u` escapes give any script).
 //! - SIGTERM ends a node at once (killed by the signal, no exit code).
 
 use std::path::{Path, PathBuf};
