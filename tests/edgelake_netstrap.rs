@@ -516,9 +516,108 @@ fn nodeport_operator_behind_netstrap_advertises_the_node_port_and_serves_an_outs
     }
 }
 
+/// Issue 16: a client of the node through netstrap's REST plane sees what it sees talking to
+/// the node directly — status, reason phrase and body bytes — for the replies EdgeLake frames
+/// wrongly: a 400 (its error JSON in the reason phrase, `Transfer-Encoding: chunked` and an
+/// unframed body), an empty 200 that claims chunks, and a 200 of the URL form whose body is
+/// unframed. Compared from inside the pod: the node's own port against netstrap's.
+fn rest_replies_match_the_node(net: &Net, k: Kind, r: &Running) {
+    let url_form = format!("/?User-Agent=AnyLog/1.23?destination=127.0.0.1:{}?command=get%20status", k.tcp);
+    for (what, path, command) in [
+        ("an unknown command (400)", "/", "get xyz"),
+        ("a GET without a command (empty 200)", "/", ""),
+        ("the URL form (unframed 200)", url_form.as_str(), ""),
+        ("get status (framed 200)", "/", "get status"),
+    ] {
+        let ask = |port: u16| {
+            el::rest_path(&net.c, &r.pod.netns, LOCAL, port, path, "GET", command, &[], None)
+                .unwrap_or_else(|e| panic!("{what}: {e}"))
+        };
+        let direct = ask(k.rest);
+        let proxied = ask(Kind::own(k.rest));
+        assert_eq!(proxied, direct, "{what}: through netstrap (left) as from the node (right)");
+        if command == "get xyz" {
+            assert_eq!(direct.0, 400, "{direct:?}");
+            assert!(direct.1.contains("\"err_code\"") && direct.2.contains("\"err_code\""), "{direct:?}");
+        }
+        if path != "/" {
+            assert!(direct.2.contains("running"), "{what}: {direct:?}");
+        }
+    }
+}
+
+/// Issue 16: netstrap declaring a node whose company and name are not ASCII (Latin-1 and
+/// beyond it) into a real EdgeLake master (`anylog://`, through the master's netstrap):
+/// one policy, and after a pod restart the same id, found unchanged. Before, the look-up's
+/// `command` header reached EdgeLake as ISO-8859-1 mojibake and never matched: netstrap was
+/// never ready and inserted its policy again on every attempt.
+fn non_ascii_node_declares_once(net: &mut Net, master: &Running) {
+    let app = "societe";
+    let (company, name) = ("Société Générale", "Zürich-東京-1");
+    net.c.add_service(
+        NS,
+        app,
+        "ClusterIP",
+        vec![Port::tcp("tcp", 32448, 32448), Port::tcp("rest", 32449, 32449)],
+    );
+    let env = |net: &Net| -> Vec<(&'static str, String)> {
+        vec![
+            ("NETSTRAP_SERVICE", app.to_string()),
+            ("NODE_TYPE", "query".into()),
+            ("COMPANY_NAME", company.into()),
+            ("NODE_NAME", name.into()),
+            ("ANYLOG_SERVER_PORT", "32448".into()),
+            ("ANYLOG_REST_PORT", "32449".into()),
+            ("LEDGER_CONN", format!("{}:{}", MASTER.app, MASTER.tcp)),
+            ("NETSTRAP_LEDGER", format!("anylog://{}:{}", MASTER.app, MASTER.rest)),
+            ("NETSTRAP_STATE_DIR", net.c.dir.path().join("state-societe").display().to_string()),
+            ("NETSTRAP_SHUTDOWN_DELAY", "0".into()),
+        ]
+    };
+    let declared = |net: &Net, pod: &Pod, p: &mut Proc, when: &str| -> Value {
+        poll(&format!("{when}: netstrap declaring {company}/{name}"), LIMIT, || {
+            if let Some(code) = p.exited() {
+                panic!("{when}: netstrap exited with {code}:\n{}", el::tail(&p.log(), 40));
+            }
+            match net.c.http_get(&pod.netns, LOCAL, 32449, "/v1/policy") {
+                Ok((200, body)) => {
+                    let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+                    if v["declared"]["action"].is_string() { Ok(v["declared"].clone()) } else { Err(body) }
+                }
+                other => Err(format!("{other:?}\n{}", el::tail(&p.log(), 5))),
+            }
+        })
+    };
+    let mine = |net: &Net| -> Vec<Value> {
+        net.ledger(master, "query").into_iter().filter(|p| el::text(p, "company") == company).collect()
+    };
+
+    let pod = net.c.create_pod(app, NS, 1);
+    let mut p = net.c.spawn(&pod, &env(net), &[NETSTRAP, "run"]);
+    let first = declared(net, &pod, &mut p, "first start");
+    assert_eq!(first["action"], "inserted", "{first}");
+    let policies = mine(net);
+    assert_eq!(policies.len(), 1, "one policy: {policies:#?}");
+    assert_eq!(el::text(&policies[0], "name"), name, "stored as written: {policies:#?}");
+    let id = el::text(&policies[0], "id");
+
+    let _ = p.stop();
+    let pod = net.c.restart_pod(&pod, 0);
+    let mut p = net.c.spawn(&pod, &env(net), &[NETSTRAP, "run"]);
+    let again = declared(net, &pod, &mut p, "after a restart");
+    assert_eq!(again["action"], "unchanged", "found as stored: {again}");
+    assert_eq!(again["id"], id.as_str(), "{again}");
+    let policies = mine(net);
+    assert_eq!(policies.len(), 1, "still one policy: {policies:#?}");
+    assert_eq!(el::text(&policies[0], "id"), id);
+    let _ = p.stop();
+}
+
 /// The loadbalancer overlay: netstrap advertises the LoadBalancer's ingress address with the
 /// Service ports (`local_ip` stays the Service name: it answers on the same port); the node
 /// binds the Service ports; a client outside the cluster reaches it through the ingress.
+/// This cluster also proves two fixes of issue 16 (it is the quickest to start):
+/// [`rest_replies_match_the_node`] and [`non_ascii_node_declares_once`].
 #[test]
 fn loadbalancer_operator_behind_netstrap_advertises_the_ingress_and_serves_an_outside_client() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -552,6 +651,8 @@ fn loadbalancer_operator_behind_netstrap_advertises_the_ingress_and_serves_an_ou
         el::text(p, "id")
     };
     let id = check(&net, &master, "first start");
+    rest_replies_match_the_node(&net, OPERATOR, &operator);
+    non_ascii_node_declares_once(&mut net, &master);
     let ext = net.c.external();
     let status = el::status(&net.c, &ext, &lb, OPERATOR.rest).unwrap();
     assert!(status.contains(&format!("@{lb}:{}", OPERATOR.tcp)), "names itself with the ingress: {status}");

@@ -281,3 +281,35 @@ async fn the_fake_error_body_breaks_a_conforming_client() {
     assert_eq!(err["err_code"], 113);
     assert!(resp.into_body().collect().await.is_err(), "the chunked body is not chunk-framed");
 }
+
+/// Issue 16: EdgeLake decodes headers as ISO-8859-1, so a look-up with UTF-8 in the `command`
+/// header never matched what the policy body stored, and netstrap inserted again and again.
+/// A company and name in any script are now looked up as stored: declaring twice leaves one
+/// policy and the second declare changes nothing. A backslash, which EdgeLake matches only
+/// doubled, too.
+#[tokio::test]
+async fn non_ascii_company_and_names_declare_once() {
+    use netstrap::registry::Registry;
+    use netstrap::registry::declare::{Declared, declare};
+    let fake = FakeEdgeLake::start().await;
+    let registry = Registry::Anylog(client(&fake));
+    for (company, name) in [
+        ("Société Générale", "Zürich-1"),
+        ("東京電力", "節點-1"),
+        ("Rocket 🚀", "n\u{a0}1"),
+        (r"A\B", r"back\slash"),
+    ] {
+        let policy = json!({"query": {"name": name, "company": company, "ip": "q.edge", "port": 32348}});
+        let first = declare(&registry, &policy).await.unwrap();
+        assert!(matches!(first, Declared::Inserted { .. }), "{company}/{name}: {first:?}");
+        let again = declare(&registry, &policy).await.unwrap();
+        assert_eq!(again, Declared::Unchanged { id: first.id().unwrap().to_string() }, "{company}/{name}");
+        let stored: Vec<Value> = fake.policies().into_iter().filter(|p| p["query"]["name"] == name).collect();
+        assert_eq!(stored.len(), 1, "{company}/{name}: {stored:?}");
+        assert_eq!(stored[0]["query"]["company"], company, "stored as written");
+    }
+    // ASCII look-ups keep the command header.
+    let c = client(&fake);
+    assert!(c.get("query", "Acme", "q-1").await.unwrap().is_empty());
+    assert!(fake.requests().last().unwrap().header("command").is_some());
+}

@@ -390,3 +390,189 @@ async fn a_clients_malformed_body_or_options_star_is_a_400_naming_the_client_not
     assert!(body.contains("asterisk-form"), "{body}");
     p.shutdown.cancel();
 }
+
+/// Replies exactly as EdgeLake 1.4.2604's REST server wrote them (captured from a live node:
+/// `get xyz`, a GET without a command, the URL form `/?User-Agent=AnyLog/1.23?destination=
+/// ...?command=get status`, the same with a `destination` header, `blockchain get operator`):
+/// the first three claim `Transfer-Encoding: chunked` and write the body unframed.
+const EDGELAKE_HEAD: &str = "Server: BaseHTTP/0.6 Python/3.11.7\r\nDate: Sun, 06 Dec 2026 21:21:30 GMT\r\nContent-Type: text/json\r\nAccess-Control-Allow-Origin: *\r\nVary: Origin\r\nAccess-Control-Expose-Headers: *\r\n";
+const EDGELAKE_ERROR: &str =
+    r#"{"method": "get", "node": "127.0.0.1", "err_code": 2, "err_text": "Error Command Structure"}"#;
+const EDGELAKE_URL_FORM: &str = "\r\n[From Node 127.0.0.1:32048] edgelake-master@127.0.0.1:32048 running";
+
+/// The bytes of EdgeLake's reply to `path`: status line, head, body as the node frames it.
+fn edgelake_reply(path: &str) -> Vec<u8> {
+    let chunked = "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    match path {
+        "/error" => format!("HTTP/1.1 400 {EDGELAKE_ERROR}\r\n{EDGELAKE_HEAD}{chunked}{EDGELAKE_ERROR}"),
+        "/empty" => format!("HTTP/1.1 200 OK\r\n{EDGELAKE_HEAD}{chunked}"),
+        "/url-form" => format!("HTTP/1.1 200 OK\r\n{EDGELAKE_HEAD}{chunked}{EDGELAKE_URL_FORM}"),
+        "/framed" => format!(
+            "HTTP/1.1 200 OK\r\n{EDGELAKE_HEAD}{chunked}{:x}\r\n{EDGELAKE_URL_FORM}\r\n0\r\n\r\n",
+            EDGELAKE_URL_FORM.len()
+        ),
+        _ => format!("HTTP/1.1 200 OK\r\n{EDGELAKE_HEAD}Content-Length: 2\r\nConnection: close\r\n\r\n[]"),
+    }
+    .into_bytes()
+}
+
+/// A node that answers every request with [`edgelake_reply`] of its path, then closes.
+async fn edgelake_bytes() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                if path == "/echo" {
+                    // The request as it arrived, head and body (read until the client's
+                    // framing says it is complete), back as a Content-Length body.
+                    let lower = text.to_ascii_lowercase();
+                    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let complete = |got: &[u8]| match lower.split("content-length: ").nth(1) {
+                        Some(v) => {
+                            got.len() - end >= v.split("\r\n").next().unwrap().parse::<usize>().unwrap()
+                        }
+                        None => !lower.contains("chunked") || got.ends_with(b"0\r\n\r\n"),
+                    };
+                    while !complete(&head) {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", head.len());
+                    let _ = s.write_all(&[reply.as_bytes(), &head].concat()).await;
+                    return;
+                }
+                let _ = s.write_all(&edgelake_reply(&path)).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A reply read to the close: status line, headers, and the body with its framing checked —
+/// `Content-Length` and exactly that many bytes, or chunk framing ending in the last chunk.
+async fn framed(addr: SocketAddr, path: &str) -> (String, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: AnyLog/1.23\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut reply)).await.expect("in time").unwrap();
+    let split = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("{path}: no reply head: {:?}", String::from_utf8_lossy(&reply)));
+    let head = String::from_utf8_lossy(&reply[..split]).to_string();
+    let mut raw = &reply[split + 4..];
+    let (status, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+    let header = |name: &str| {
+        headers.lines().find_map(|l| {
+            l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string())
+        })
+    };
+    let body = if let Some(len) = header("content-length") {
+        assert_eq!(len.parse::<usize>().unwrap(), raw.len(), "{path}: Content-Length and body: {head}");
+        raw.to_vec()
+    } else {
+        assert_eq!(header("transfer-encoding").as_deref(), Some("chunked"), "{path}: unframed: {head}");
+        let mut out = Vec::new();
+        loop {
+            let end = raw.windows(2).position(|w| w == b"\r\n").expect("a chunk size line");
+            let size = usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap(), 16).unwrap();
+            raw = &raw[end + 2..];
+            if size == 0 {
+                assert_eq!(raw, b"\r\n", "{path}: the last chunk ends the reply");
+                break out;
+            }
+            assert_eq!(&raw[size..size + 2], b"\r\n", "{path}: chunk framing");
+            out.extend_from_slice(&raw[..size]);
+            raw = &raw[size + 2..];
+        }
+    };
+    (status.to_string(), headers.to_string(), body)
+}
+
+/// Issue 16: EdgeLake's errors reached the client with `content-length: 0` and its unframed
+/// 2xx bodies as nothing at all, not even a status line. Through netstrap the client now gets
+/// the node's status line, headers and body bytes, well framed.
+#[tokio::test]
+async fn edgelake_replies_pass_through_with_status_reason_and_body_intact() {
+    let upstream = edgelake_bytes().await;
+    let p = start(RestOptions {
+        upstream: Some(upstream),
+        timeout: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .await;
+    for (path, status, body) in [
+        ("/error", format!("HTTP/1.1 400 {EDGELAKE_ERROR}"), EDGELAKE_ERROR),
+        ("/empty", "HTTP/1.1 200 OK".to_string(), ""),
+        ("/url-form", "HTTP/1.1 200 OK".to_string(), EDGELAKE_URL_FORM),
+        ("/framed", "HTTP/1.1 200 OK".to_string(), EDGELAKE_URL_FORM),
+        ("/list", "HTTP/1.1 200 OK".to_string(), "[]"),
+    ] {
+        let (got_status, headers, got_body) = framed(p.addr, path).await;
+        assert_eq!(got_status, status, "{path}: the node's status line");
+        assert_eq!(String::from_utf8_lossy(&got_body), body, "{path}: the node's body");
+        let headers = headers.to_ascii_lowercase();
+        assert!(headers.contains("content-type: text/json"), "{path}: the node's headers: {headers}");
+        assert!(headers.contains("access-control-allow-origin: *"), "{path}: {headers}");
+    }
+    p.shutdown.cancel();
+}
+
+/// A request body reaches the node as the client framed it: with its `Content-Length`, or
+/// chunked; `Expect` and hop-by-hop headers stay with netstrap, `Connection: close` is sent.
+#[tokio::test]
+async fn a_request_body_reaches_the_node_as_the_client_framed_it() {
+    let upstream = edgelake_bytes().await;
+    let p = start(RestOptions { upstream: Some(upstream), ..Default::default() }).await;
+    let rows = r#"[{"timestamp": "2026-12-02 12:00:00", "value": 1}]"#;
+    let (code, _, seen) = raw(
+        p.addr,
+        &format!(
+            "PUT /echo HTTP/1.1\r\nHost: x\r\ntype: json\r\nExpect: 100-continue\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{rows}",
+            rows.len()
+        ),
+    )
+    .await;
+    // hyper answers the client's Expect itself; the node's reply follows.
+    assert_eq!(code, 100, "{seen}");
+    let (status, seen) = seen.split_once("\r\n\r\n").unwrap();
+    assert!(status.starts_with("HTTP/1.1 200 OK"), "{status}");
+    let (head, body) = seen.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("PUT /echo HTTP/1.1\r\n"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains(&format!("content-length: {}", rows.len())) && lower.contains("type: json"),
+        "{head}"
+    );
+    assert!(lower.contains("connection: close") && !lower.contains("expect:"), "{head}");
+    assert_eq!(body, rows);
+
+    let (code, _, seen) = raw(
+        p.addr,
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 200, "{seen}");
+    let (head, body) = seen.split_once("\r\n\r\n").unwrap();
+    assert!(head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+    let body: String = body.split("\r\n").skip(1).step_by(2).collect();
+    assert_eq!(body, "hello world", "the chunks' data, in order");
+    p.shutdown.cancel();
+}

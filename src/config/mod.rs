@@ -360,11 +360,14 @@ impl<'a> Reader<'a> {
     /// Text that goes into a policy EdgeLake must store: no control character (a newline
     /// cannot go in the request header that carries a look-up, nor in a policy line), no `>`
     /// (it ends the `<var={json}>` body of `blockchain insert`: err 11) and, for what is
-    /// looked up by value (`where name="…"`), no `"`. Such a value could never be declared;
-    /// it is refused here rather than retried forever.
+    /// looked up by value (`where name="…"`), no `"` and no leading `!` (a variable to
+    /// EdgeLake); no `'` in `COMPANY_NAME` (a master's SQL insert breaks on it). Such a value
+    /// could never be declared; it is refused here rather than retried forever.
     fn policy_text(&mut self, key: &str, looked_up: bool) -> Option<Found<String>> {
-        let accepted = if looked_up {
-            "text without control characters, '>' or '\"'"
+        let accepted = if key == "COMPANY_NAME" {
+            "text without control characters, '>', '\"' or \"'\", not starting with '!'"
+        } else if looked_up {
+            "text without control characters, '>' or '\"', not starting with '!'"
         } else {
             "text without control characters or '>'"
         };
@@ -377,6 +380,18 @@ impl<'a> Reader<'a> {
             }
             if looked_up && s.contains('"') {
                 return Err("it contains '\"', which EdgeLake's look-up by value cannot carry".into());
+            }
+            if looked_up && s.starts_with('!') {
+                return Err(
+                    "it starts with '!', which EdgeLake's look-up by value reads as a variable (err 240)"
+                        .into(),
+                );
+            }
+            if key == "COMPANY_NAME" && s.contains('\'') {
+                // db_info.policy_to_insert: `'%s'` % company, unescaped: the insert fails.
+                return Err("it contains \"'\", which an EdgeLake master writes unescaped into the SQL of \
+                            its ledger table: the policy is never stored"
+                    .into());
             }
             Ok(s.to_string())
         })

@@ -20,6 +20,7 @@
 
 mod api;
 mod proxy;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,7 +96,6 @@ pub struct Shared {
     pub options: Arc<RestOptions>,
     /// The TLS setup, for the `tls` object of `/v1/network` (`None`: TLS is off).
     pub tls: Option<crate::tls::Tls>,
-    client: proxy::Client,
     /// One permit per open connection, shared by every event loop.
     connections: Arc<tokio::sync::Semaphore>,
 }
@@ -121,7 +121,6 @@ impl RestState {
             connections: Arc::new(tokio::sync::Semaphore::new(options.max_connections)),
             options: Arc::new(options),
             tls: None,
-            client: proxy::client(),
         }))
     }
 

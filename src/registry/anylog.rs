@@ -12,6 +12,13 @@
 //! - Every reply is `Connection: close`: one TCP connection per request, no pool.
 //! - Values in `where` clauses are always double-quoted (single quotes silently match
 //!   nothing); a value holding `"` cannot be expressed and is refused before sending.
+//! - Headers are decoded as ISO-8859-1 (Python's `http.server`), so a `command` header with
+//!   UTF-8 in it (`company="Société"`) reaches the node as `SociÃ©tÃ©` and matches nothing,
+//!   and a character beyond U+00FF cannot be carried at all. A read whose command is not
+//!   ASCII is therefore sent as EdgeLake's other form, a `POST` without `command` header and
+//!   the body `{"command": "..."}` in JSON with `\u` escapes: the node parses the JSON and runs
+//!   the command as a GET, with the text the policy body stored (`\u00e9` → `é`), whatever
+//!   the script (checked against EdgeLake 1.4.2604: Latin, CJK, emoji, NBSP, combining marks).
 //! - Insert sends the policy as a body `<var={json}>` under a variable name unique to the
 //!   request (`!netstrap_p_<random hex>`): EdgeLake's variables are global to the node, and
 //!   concurrent inserts through one name store each other's policy.
@@ -164,7 +171,7 @@ impl AnylogClient {
     pub async fn get_nodes(&self, policy_type: &str) -> Result<Vec<crate::peers::Node>, AnylogError> {
         check_word("policy type", policy_type)?;
         let command = format!("blockchain get {policy_type}");
-        let reply = self.send(Method::GET, &command, Bytes::new(), MAX_LIST).await?;
+        let reply = self.read(&command, MAX_LIST).await?;
         if !reply.status.is_success() {
             return Err(refused(&command, &reply));
         }
@@ -243,7 +250,7 @@ impl AnylogClient {
             format!("blockchain insert where policy=!{var} and local=true and master={}", self.master);
         // Python-style JSON escapes non-ASCII, so the body is ASCII whatever EdgeLake decodes it as.
         let body = format!("<{var}={}>", python_json(policy));
-        let reply = self.send(Method::POST, &command, Bytes::from(body), MAX_LOOKUP).await?;
+        let reply = self.send(Method::POST, Some(&command), Bytes::from(body), MAX_LOOKUP).await?;
         if reply.status.is_success() {
             return Ok(());
         }
@@ -256,7 +263,7 @@ impl AnylogClient {
         check_word("master (LEDGER_CONN)", &self.master)?;
         let command =
             format!("blockchain delete policy where id={id} and local=true and master={}", self.master);
-        let reply = self.send(Method::POST, &command, Bytes::new(), MAX_LOOKUP).await?;
+        let reply = self.send(Method::POST, Some(&command), Bytes::new(), MAX_LOOKUP).await?;
         if reply.status.is_success() {
             return Ok(DeleteOutcome::Deleted);
         }
@@ -269,7 +276,7 @@ impl AnylogClient {
     /// Any read-only command whose reply is one JSON value (`get processes where
     /// format=json`, `get connections where format=json`).
     pub async fn get_json(&self, command: &str) -> Result<Value, AnylogError> {
-        let reply = self.send(Method::GET, command, Bytes::new(), MAX_LOOKUP).await?;
+        let reply = self.read(command, MAX_LOOKUP).await?;
         if !reply.status.is_success() {
             return Err(refused(command, &reply));
         }
@@ -278,33 +285,52 @@ impl AnylogClient {
     }
 
     async fn get_command(&self, command: &str) -> Result<Vec<Value>, AnylogError> {
-        let reply = self.send(Method::GET, command, Bytes::new(), MAX_LOOKUP).await?;
+        let reply = self.read(command, MAX_LOOKUP).await?;
         get_reply(command, reply)
     }
 
+    /// A read-only command: in the `command` header when it is ASCII, else in a JSON body,
+    /// which carries any text to the node unchanged (see the module doc).
+    async fn read(&self, command: &str, max: usize) -> Result<Reply, AnylogError> {
+        if command.is_ascii() {
+            return self.send(Method::GET, Some(command), Bytes::new(), max).await;
+        }
+        let body = python_json(&serde_json::json!({ "command": command }));
+        self.send(Method::POST, None, Bytes::from(body), max).await
+    }
+
     /// One request on a fresh connection, bounded by the timeout from connect to last byte.
+    /// `command` goes in the `command` header; without one, the body carries it.
     async fn send(
         &self,
         method: Method,
-        command: &str,
+        command: Option<&str>,
         body: Bytes,
         max: usize,
     ) -> Result<Reply, AnylogError> {
-        let command_value = HeaderValue::from_bytes(command.as_bytes()).map_err(|_| {
-            AnylogError::InvalidPolicy(format!(
-                "`{command}` cannot be sent as an HTTP header (control characters in a value)"
-            ))
-        })?;
         let mut req = Request::builder()
             .method(method)
             .uri("/")
             .header(hyper::header::HOST, &self.rest_addr)
             .header(hyper::header::USER_AGENT, USER_AGENT)
-            .header(HeaderName::from_static("command"), command_value)
             .header(hyper::header::CONNECTION, "close");
+        if let Some(command) = command {
+            if !command.is_ascii() || command.chars().any(char::is_control) {
+                // The node would read other text than this (headers are ISO-8859-1 to it).
+                return Err(AnylogError::InvalidPolicy(format!(
+                    "`{command}` cannot be sent in EdgeLake's command header: only ASCII without \
+                     control characters arrives as written"
+                )));
+            }
+            let value = HeaderValue::from_str(command).map_err(|e| {
+                AnylogError::InvalidPolicy(format!("`{command}` cannot be sent as an HTTP header: {e}"))
+            })?;
+            req = req.header(HeaderName::from_static("command"), value);
+        }
         if !body.is_empty() {
             req = req.header(hyper::header::CONTENT_TYPE, "text/plain");
         }
+        let command = command.unwrap_or("(command in the body)");
         let req = req
             .body(Full::new(body))
             .map_err(|e| AnylogError::InvalidPolicy(format!("`{command}`: cannot build the request: {e}")))?;
@@ -474,15 +500,17 @@ fn refused(command: &str, reply: &Reply) -> AnylogError {
     AnylogError::Refused { command: verb, status, err_code, err_text }
 }
 
-/// `"value"`, refusing what double quotes cannot carry.
+/// `"value"`, refusing what double quotes cannot carry. EdgeLake reads `\\` in a value as
+/// one backslash (a single one matches nothing), and a value starting with `!` as a variable
+/// (err 240), whatever the quotes (both seen on EdgeLake 1.4.2604).
 fn quoted(field: &str, value: &str) -> Result<String, AnylogError> {
-    if value.contains('"') || value.chars().any(char::is_control) {
+    if value.contains('"') || value.starts_with('!') || value.chars().any(char::is_control) {
         return Err(AnylogError::InvalidPolicy(format!(
             "{field} {value:?}: EdgeLake commands cannot match a value containing a double quote or a \
-             control character; rename it"
+             control character, or starting with '!'; rename it"
         )));
     }
-    Ok(format!("\"{value}\""))
+    Ok(format!("\"{}\"", value.replace('\\', "\\\\")))
 }
 
 /// A bare word in a command: no spaces, quotes or control characters.

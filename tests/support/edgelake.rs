@@ -40,6 +40,12 @@
 //! - Errors of the command itself: `400` with the error JSON in the reason phrase of the status
 //!   line and again in a body that claims `Transfer-Encoding: chunked` but is not chunk-framed;
 //!   every reply is `Connection: close`. [`rest`] returns the reason phrase and the raw body.
+//!   A GET without a command is `200` with that chunked header and no body at all; the URL
+//!   form (`/?User-Agent=AnyLog/1.23?destination=...?command=get%20status`, no User-Agent
+//!   header, see [`rest_path`]) is `200` with an unframed body too.
+//! - Headers are decoded as ISO-8859-1: a `command` with UTF-8 in it matches nothing stored. A
+//!   POST without `command` header and with the body `{"command": "..."}` runs the command as a
+//!   GET with the JSON's text (`\u` escapes give any script).
 //! - SIGTERM ends a node at once (killed by the signal, no exit code).
 
 use std::path::{Path, PathBuf};
@@ -347,7 +353,25 @@ pub fn rest(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Result<Reply, String> {
-    let url = format!("http://{host}:{port}/");
+    rest_path(cluster, netns, host, port, "/", method, command, headers, body)
+}
+
+/// [`rest`] to `path`. EdgeLake's URL form puts the headers there (`/?User-Agent=AnyLog/1.23?
+/// command=get%20status`); a request of that form has no `User-Agent` header, as the node
+/// reads the URL only without one.
+#[allow(clippy::too_many_arguments)]
+pub fn rest_path(
+    cluster: &Cluster,
+    netns: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+    method: &str,
+    command: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<Reply, String> {
+    let url = format!("http://{host}:{port}{path}");
     let mut args: Vec<String> = ["curl", "-sS", "--max-time", "20", "--raw", "-i", "-X", method]
         .into_iter()
         .map(String::from)
@@ -356,7 +380,12 @@ pub fn rest(
     if !command.is_empty() {
         header(format!("command: {command}"));
     }
-    header(format!("User-Agent: {USER_AGENT}"));
+    if path.contains("User-Agent=") {
+        // The URL form carries its own: no User-Agent header at all (not even curl's).
+        header("User-Agent:".to_string());
+    } else {
+        header(format!("User-Agent: {USER_AGENT}"));
+    }
     // No `Expect: 100-continue` round trip for larger bodies.
     header("Expect:".to_string());
     for (k, v) in headers {

@@ -3,6 +3,8 @@
 //!
 //! - raw TCP and hand-written HTTP/1.1, one request per connection, every reply
 //!   `Connection: close`;
+//! - headers are decoded as ISO-8859-1, as Python's `http.server` does; a POST without
+//!   `command` header whose body is `{"command": "..."}` runs that command as a GET;
 //! - the `command` header is read only with an AnyLog, curl or grafana User-Agent; otherwise
 //!   a POST is refused (400) and only the probe paths (`/health`, `/healthz`, `/api/status`)
 //!   answer a GET;
@@ -302,7 +304,8 @@ async fn read_request(stream: &mut TcpStream) -> Option<Req> {
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    // ISO-8859-1, as Python's http.server decodes a head: UTF-8 in a header arrives mangled.
+    let head: String = buf[..head_end].iter().map(|&b| char::from(b)).collect();
     let mut lines = head.split("\r\n");
     let mut first = lines.next()?.split(' ');
     let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
@@ -361,9 +364,22 @@ async fn handle(state: &Shared, req: &Req) -> Vec<u8> {
             _ => refuse(m, 156, "Unrecognized User-Agent: command ignored"),
         };
     }
-    let Some(command) = req.header("command") else {
-        return refuse(m, 2, "Missing command");
+    // Without a `command` header, a POST body `{"command": ...}` is run as a GET (EdgeLake's
+    // `process_as_get`); the JSON's `\u` escapes give any text.
+    let in_body = || {
+        let body: String = req.body.iter().map(|&b| char::from(b)).collect();
+        let v: Value = serde_json::from_str(body.trim()).ok()?;
+        v.get("command")?.as_str().map(String::from)
     };
+    let (command, m) = match (req.header("command"), m) {
+        (Some(c), _) => (c.to_string(), m),
+        (None, "POST") => match in_body() {
+            Some(c) => (c, "GET"),
+            None => return refuse(m, 2, "Missing command"),
+        },
+        _ => return refuse(m, 2, "Missing command"),
+    };
+    let command = command.as_str();
     let words: Vec<&str> = command.split_whitespace().collect();
     let lower: Vec<String> = words.iter().take(3).map(|w| w.to_lowercase()).collect();
     let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
@@ -433,7 +449,12 @@ fn parse_where(text: &str) -> Result<Vec<(String, String)>, ()> {
                 let inner = &s[1..end];
                 s = &s[end + 1..];
                 // Single quotes stay part of the value: EdgeLake then matches nothing.
-                if q == '"' { inner.to_string() } else { format!("'{inner}'") }
+                // A backslash matches only doubled (`\\`), as on EdgeLake 1.4.2604.
+                if q == '"' {
+                    inner.replace("\\\\", "\u{0}").replace('\\', "\u{1}").replace('\u{0}', "\\")
+                } else {
+                    format!("'{inner}'")
+                }
             }
             Some(_) => {
                 let end = s.find(char::is_whitespace).unwrap_or(s.len());

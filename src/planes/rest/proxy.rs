@@ -2,34 +2,20 @@
 //! (`NETSTRAP_REST_UPSTREAM`). EdgeLake's API is header-based (`command`, `User-Agent`), so
 //! headers pass through unchanged except the hop-by-hop ones.
 //!
-//! EdgeLake answers errors with the message in the status line's reason phrase and a body
-//! that claims to be chunked but is not; the reason phrase is passed on, and a body that
-//! fails to read after a non-2xx head ends the response instead of failing it.
+//! A client sees what it would see talking to the node directly: the status, the reason
+//! phrase (EdgeLake puts its error JSON there) and the body bytes, in a well-framed reply
+//! (`Content-Length` or chunk framing), although EdgeLake frames some of its bodies wrongly
+//! ([`super::upstream`] reads them).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Limited};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-
-use std::sync::Arc;
+use http_body_util::{Limited, StreamBody};
+use hyper::body::Frame;
 
 use super::RestState;
-
-pub type Client = HyperClient<HttpConnector, Body>;
-
-pub fn client() -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-    connector.set_nodelay(true);
-    HyperClient::builder(TokioExecutor::new()).build(connector)
-}
-
-/// Largest error body kept from the upstream.
-const MAX_ERROR_BODY: usize = 1024 * 1024;
+use super::upstream::{self, SendError};
 
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -85,14 +71,12 @@ pub async fn forward(State(s): State<RestState>, req: Request) -> Response {
         );
     }
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    parts.uri = match format!("http://{upstream}{path}").parse::<Uri>() {
-        Ok(u) => u,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request target: {e}")),
-    };
+    let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
     let client_ip =
         parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
     strip_hop_by_hop(&mut parts.headers);
+    // hyper has answered the client's `Expect: 100-continue` already; the body is sent as is.
+    parts.headers.remove(header::EXPECT);
     // What a client says about where it came from is believed only from a trusted proxy:
     // from anyone else, the node would see a spoofed first address.
     let trusted = client_ip.is_some_and(|ip| s.options.trusted_proxies.iter().any(|net| net.contains(&ip)));
@@ -107,92 +91,62 @@ pub async fn forward(State(s): State<RestState>, req: Request) -> Response {
         parts.headers.append("x-forwarded-for", v);
     }
     // A failure reading the client's body (malformed chunks, over the limit, cut short) is the
-    // client's error, not the node's: it is kept here to answer 400 instead of 502.
-    let client_error = Arc::new(std::sync::OnceLock::new());
-    let body = Body::new(ClientBody { body: Limited::new(body, max as usize), error: client_error.clone() });
-    let upstream_req = axum::http::Request::from_parts(parts, body);
-
-    let resp = match s.client.request(upstream_req).await {
+    // client's error, not the node's: 400, not 502.
+    let body = Body::new(Limited::new(body, max as usize));
+    let (head, reply) = match upstream::send(upstream, &parts.method, &target, &parts.headers, body).await {
         Ok(r) => r,
-        Err(e) => {
-            if let Some(why) = client_error.get() {
-                return error(StatusCode::BAD_REQUEST, format!("the request body could not be read: {why}"));
-            }
+        Err(SendError::ClientBody(why)) => {
+            return error(StatusCode::BAD_REQUEST, format!("the request body could not be read: {why}"));
+        }
+        Err(SendError::Node(why)) => {
             return error(
                 StatusCode::BAD_GATEWAY,
-                format!("node REST API at {upstream} did not answer: {e}"),
+                format!("node REST API at {upstream} did not answer: {why}"),
             );
         }
     };
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    if parts.status.is_success() {
-        // REST_TIMEOUT bounds the wait for the head (`observe`); a body that then stalls is
-        // cut off after REST_TIMEOUT without a byte, not held open for ever.
-        let idle = s.options.timeout;
-        if idle.is_zero() {
-            return Response::from_parts(parts, Body::new(body));
-        }
-        return Response::from_parts(parts, Body::new(IdleBounded::new(body, idle)));
+
+    let upstream::Head { status, reason, mut headers } = head;
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Transfer-Encoding overrides Content-Length; the body is framed anew for the client.
+        headers.remove(header::CONTENT_LENGTH);
     }
-    // Error replies: keep what can be read (EdgeLake's body framing is broken).
-    let mut kept = Vec::new();
-    let mut body = body;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => {
-                if let Some(d) = f.data_ref() {
-                    kept.extend_from_slice(d);
-                    if kept.len() > MAX_ERROR_BODY {
-                        kept.truncate(MAX_ERROR_BODY);
-                        break;
-                    }
-                }
-            }
-            Err(_) => break,
-        }
+    strip_hop_by_hop(&mut headers);
+    // REST_TIMEOUT bounds the wait for the head (`observe`); a body that then stalls is cut
+    // off after REST_TIMEOUT without a byte, not held open for ever.
+    let idle = s.options.timeout;
+    let body = body_of(reply);
+    let mut resp = if idle.is_zero() {
+        Response::new(Body::new(body))
+    } else {
+        Response::new(Body::new(IdleBounded::new(body, idle)))
+    };
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    if status.canonical_reason().map(str::as_bytes) != Some(&reason[..])
+        && let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reason)
+    {
+        resp.extensions_mut().insert(phrase);
     }
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(kept))
+    resp
 }
 
-/// The client's request body, remembering why it failed to read, if it did.
-struct ClientBody<B> {
-    body: B,
-    error: Arc<std::sync::OnceLock<String>>,
-}
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Pieces =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Frame<bytes::Bytes>, BoxError>> + Send>>;
 
-impl<B> hyper::body::Body for ClientBody<B>
-where
-    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Data = bytes::Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        std::pin::Pin::new(&mut this.body).poll_frame(cx).map(|frame| {
-            frame.map(|f| {
-                f.map_err(|e| {
-                    let e: Self::Error = e.into();
-                    let _ = this.error.set(crate::discover::http::error_chain(&*e));
-                    e
-                })
-            })
-        })
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
+/// The node's reply body as the client's, piece by piece; an error ends it (the client's
+/// connection is then closed, as the node's was).
+fn body_of(reply: upstream::Reply) -> StreamBody<Pieces> {
+    let pieces = futures_util::stream::unfold(Some(reply), |state| async move {
+        let mut reply = state?;
+        match reply.next().await {
+            Ok(Some(data)) => Some((Ok(Frame::data(data)), Some(reply))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e.into()), None)),
+        }
+    });
+    StreamBody::new(Box::pin(pieces))
 }
 
 /// A response body that fails when no frame arrives for `idle` (the client's connection is
