@@ -66,9 +66,13 @@ impl Health {
     }
 
     pub fn set(&self, name: &str, check: Check) {
-        if let Ok(mut c) = self.checks.lock() {
-            c.insert(name.to_string(), check);
-        }
+        self.lock().insert(name.to_string(), check);
+    }
+
+    /// The checks, also after a thread panicked holding them: a map insert leaves the map
+    /// whole, and readiness must never answer from an empty (all-passing) set instead.
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Check>> {
+        self.checks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn ok(&self, name: &str) {
@@ -91,17 +95,36 @@ impl Health {
     /// The verdict, skipping the checks named in `exclude`.
     pub fn readiness(&self, exclude: &[&str]) -> Readiness {
         let checks: Vec<(String, Check)> = self
-            .checks
             .lock()
-            .map(|c| {
-                c.iter()
-                    .filter(|(n, _)| !exclude.contains(&n.as_str()))
-                    .map(|(n, c)| (n.clone(), c.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .iter()
+            .filter(|(n, _)| !exclude.contains(&n.as_str()))
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect();
         let draining = self.is_draining() && !exclude.contains(&"shutdown");
         let ready = !draining && checks.iter().all(|(_, c)| *c == Check::Ok);
         Readiness { ready, draining, checks }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_stays_closed_after_a_thread_panicked_holding_the_checks() {
+        let health = Health::new();
+        health.register("policy", "not declared yet");
+        let h = health.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = h.checks.lock().unwrap();
+            panic!("a panic while the checks are held poisons their lock");
+        })
+        .join();
+        assert!(health.checks.is_poisoned());
+        let r = health.readiness(&[]);
+        assert!(!r.ready, "a pending check still fails readiness: {:?}", r.checks);
+        assert_eq!(r.checks.len(), 1);
+        health.ok("policy");
+        assert!(health.readiness(&[]).ready, "and checks still update");
     }
 }

@@ -131,6 +131,7 @@ fn each_bad_value_names_variable_value_and_what_is_accepted() {
         (&[("NETSTRAP_EXTERNAL_SOURCES", "explicit,ipinfo")], &["unknown source `ipinfo`"]),
         (&[("NETSTRAP_TCP_MODE", "relay")], &["relay needs an upstream", "NETSTRAP_TCP_UPSTREAM"]),
         (&[("ANYLOG_SERVER_PORT", "32549")], &["ANYLOG_REST_PORT", "same port as ANYLOG_SERVER_PORT"]),
+        (&[("NETSTRAP_LOG", "info,netstrap=loud")], &["NETSTRAP_LOG", "not a log filter", "target=level"]),
     ];
     for (input, expected) in cases {
         let msg = message(input);

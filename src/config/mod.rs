@@ -980,6 +980,18 @@ impl Settings {
                 accepted: "anylog://host:port, file:///path/blockchain.json or none".into(),
             });
         }
+        // A filter that does not parse was silently replaced by `info`: say so instead.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&settings.log) {
+            errors.push(ConfigError::Invalid {
+                key: "NETSTRAP_LOG".into(),
+                value: settings.log.clone(),
+                origin: layers.get("NETSTRAP_LOG").map(|(_, o)| o.to_string()).unwrap_or_default(),
+                problem: format!("not a log filter ({e})"),
+                accepted: "a level (error, warn, info, debug, trace) and/or target=level, comma-separated, \
+                           e.g. info,netstrap::advertise=debug"
+                    .into(),
+            });
+        }
         if errors.is_empty() { Ok(settings) } else { Err(ConfigErrors(errors)) }
     }
 

@@ -135,7 +135,11 @@ pub const NETSTRAP: &[Variable] = &[
         "relay when NETSTRAP_TCP_UPSTREAM is set, else native",
         "native (netstrap's peer protocol) or relay",
     ),
-    v("NETSTRAP_TCP_UPSTREAM", "unset", "co-located node's TCP address for relay mode"),
+    v(
+        "NETSTRAP_TCP_UPSTREAM",
+        "unset (node mode: 127.0.0.1:advertised port)",
+        "co-located node's TCP address for relay mode",
+    ),
     v("NETSTRAP_TCP_PROXY_PROTOCOL", "false", "send a PROXY protocol v2 header to the TCP upstream"),
     v("NETSTRAP_REST_UPSTREAM", "unset", "co-located node's REST address; other paths are proxied there"),
     v(
@@ -150,7 +154,7 @@ pub const NETSTRAP: &[Variable] = &[
     ),
     v(
         "NETSTRAP_READY_UPSTREAM",
-        "false",
+        "false (true with `NETSTRAP_DECLARE=node`)",
         "readiness also requires every upstream (relay or REST proxy target) to accept a connection",
     ),
     v(
@@ -280,7 +284,7 @@ pub const NETSTRAP: &[Variable] = &[
         "rest,broker when NETSTRAP_TLS_CERT is set",
         "planes served over TLS only: a subset of rest, broker (tcp stays plain: EdgeLake's peer protocol)",
     ),
-    v("NETSTRAP_LOG", "info", "log filter (tracing EnvFilter syntax)"),
+    v("NETSTRAP_LOG", "info (rumqttd's own lines at warn)", "log filter (tracing EnvFilter syntax)"),
     v("NETSTRAP_LOG_FORMAT", "text", "text or json"),
 ];
 
