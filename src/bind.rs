@@ -1,4 +1,4 @@
-//! Binding the listeners before anything is advertised (DESIGN.md §2 step 4). A failure
+//! Binding the listeners before anything is advertised (README, "What `netstrap run` serves"). A failure
 //! names the plane, the address and the cause, with a hint at the usual fix.
 
 use std::io;

@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md §6): `netstrap [--config FILE] [--set KEY=VALUE]... <command>`.
+//! The command line (README, "Commands"): `netstrap [--config FILE] [--set KEY=VALUE]... <command>`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

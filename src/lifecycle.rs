@@ -1,8 +1,8 @@
 //! `netstrap run`: discover, plan, bind every listener, serve, and shut down gracefully.
 //!
-//! Order (DESIGN.md §2): configuration is parsed before anything else; discovery and the
-//! connection table come before any bind; all listeners are bound before "started" is
-//! logged (and, in a later stage, before anything is advertised). Each plane runs on its own
+//! Order (README, "What `netstrap run` serves"): configuration is parsed before anything
+//! else; discovery and the connection table come before any bind; all listeners are bound
+//! before "started" is logged and before anything is advertised. Each plane runs on its own
 //! runtime sized by `*_THREADS`, so a saturated relay or broker cannot starve the rest
 //! plane that answers kubelet's probes.
 //!

@@ -1,4 +1,4 @@
-//! The connection table (DESIGN.md §3): for each plane, what netstrap binds and what it
+//! The connection table (README, "What `netstrap run` serves"): for each plane, what netstrap binds and what it
 //! advertises, and why. Computed from the settings and the discovery; printed at start,
 //! by `netstrap discover`, and served as JSON.
 

@@ -1,4 +1,4 @@
-//! Self-verification (DESIGN.md §2 step 6): dial every advertised endpoint — the cluster name
+//! Self-verification (README, "Advertising: one identity across restarts"): dial every advertised endpoint — the cluster name
 //! and the external address — and prove with a nonce that *this* process answered, not
 //! another replica behind the same Service.
 //!

@@ -1,6 +1,6 @@
 //! Configuration: flags > environment > optional TOML file > defaults.
 //!
-//! EdgeLake variables keep EdgeLake's names, meanings and defaults (EDGELAKE.md §Env) so an
+//! EdgeLake variables keep EdgeLake's names, meanings and defaults (README, "EdgeLake variables") so an
 //! existing ConfigMap or `.env` file works unchanged; netstrap's own settings are
 //! `NETSTRAP_*`. [`Settings::parse`] is a pure function of [`Layers`]; every wrong value is
 //! reported (all of them, not just the first) naming the variable, the value and what is

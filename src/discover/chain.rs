@@ -1,4 +1,4 @@
-//! Discovery in order (DESIGN.md §2 step 2): environment, local IP, Kubernetes facts,
+//! Discovery in order (README, "How values are discovered"): environment, local IP, Kubernetes facts,
 //! external IP chain, stable name and its resolution, exposed ports.
 
 use std::net::IpAddr;

@@ -1,4 +1,4 @@
-//! The stable cluster name (DESIGN.md §2, "stable name"): reading the pod's resolv.conf
+//! The stable cluster name (README, "How values are discovered"): reading the pod's resolv.conf
 //! (nameservers, search list, ndots), finding the cluster domain in the search list instead
 //! of assuming `cluster.local`, validating Kubernetes names, building the Service FQDN
 //! `<svc>.<ns>.svc.<domain>` and the per-pod name `<pod>.<svc>.<ns>.svc.<domain>`, and

@@ -1,4 +1,4 @@
-//! The external IP: candidates from the ordered source chain of DESIGN.md §2.
+//! The external IP: candidates from the ordered source chain (README, "How values are discovered").
 
 use serde::Serialize;
 

@@ -1,4 +1,4 @@
-//! The rest plane: netstrap's HTTP API (DESIGN.md §5) and a reverse proxy to the node's own
+//! The rest plane: netstrap's HTTP API (README, "What `netstrap run` serves") and a reverse proxy to the node's own
 //! REST API for every other path.
 //!
 //! | Path | Answer |

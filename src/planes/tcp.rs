@@ -1,6 +1,6 @@
 //! The tcp plane: the node's peer-messaging port. Two modes:
 //!
-//! - **native** ([`serve_native`]) — netstrap's peer protocol (DESIGN.md §4): newline-delimited
+//! - **native** ([`serve_native`]) — netstrap's peer protocol: newline-delimited
 //!   JSON, one request line → one response line, bounded line length and idle timeout.
 //!   [`handle_line`] is the whole protocol as a pure function; [`hello`] is the client that
 //!   self-verification and `netstrap peers` use to prove which node answers an address.

@@ -1,5 +1,5 @@
 //! Rendering the node policy and the config policy from the settings, the discovery and the
-//! connection table (DESIGN.md §3).
+//! connection table (README, "Advertising: one identity across restarts").
 //!
 //! - `local_ip` is the stable name; `ip` is the external address when an *ingress* source
 //!   gave one (LoadBalancer, node address, explicit), else the stable name too. An egress

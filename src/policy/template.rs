@@ -1,4 +1,4 @@
-//! EdgeLake's `!var` template language, as netstrap reads it (EDGELAKE.md §Templates).
+//! EdgeLake's `!var` template language as netstrap reads it, the way `deployment-scripts/policies/*.al` use it.
 //!
 //! - `!name` is a node variable, `$NAME` an environment variable; names are ASCII letters,
 //!   digits and `_`. An environment value that starts with `!` is resolved again through the

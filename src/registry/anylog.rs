@@ -1,6 +1,6 @@
 //! The EdgeLake/AnyLog REST client (`anylog://host:rest_port`): read, insert and delete
 //! policies on a node's REST server, speaking the protocol as EdgeLake 1.4 actually does it
-//! (EDGELAKE.md §REST), not as a polite HTTP server would:
+//! (as `tests/support/edgelake.rs` records live nodes answering), not as a polite HTTP server would:
 //!
 //! - Every request carries `command: <AnyLog command>` and `User-Agent: AnyLog/1.23`; without
 //!   that User-Agent EdgeLake ignores the command.

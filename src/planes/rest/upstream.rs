@@ -1,5 +1,5 @@
 //! One request to the node's REST API, on a connection of its own, and its reply read the way
-//! EdgeLake writes it, which hyper's client cannot read (EDGELAKE.md §REST):
+//! EdgeLake writes it, which hyper's client cannot read (`tests/support/edgelake.rs` records live nodes' replies):
 //!
 //! - Every reply is `Connection: close`: nothing to pool, and the close ends a body.
 //! - Errors (`400`, the error JSON in the reason phrase), an empty `200` (a GET without a

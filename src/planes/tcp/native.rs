@@ -1,4 +1,4 @@
-//! Native mode: netstrap's peer protocol (DESIGN.md §4).
+//! Native mode: netstrap's peer protocol (README, "What `netstrap run` serves", tcp).
 //!
 //! Newline-delimited JSON over TCP; every request line gets exactly one response line, and a
 //! response is always a JSON object with `"ok"`:
