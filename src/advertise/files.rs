@@ -230,18 +230,28 @@ impl NodeFiles<'_> {
         put("LEDGER_CONN", self.table.ledger_conn.value.clone());
     }
 
-    /// Write every file into `dir`, each atomically.
-    pub fn write(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)?;
+    /// Every file: its name in the state dir and its contents.
+    pub fn render(&self) -> Rendered {
         let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default() + "\n";
         let network = serde_json::json!({ "table": self.table, "discovery": self.discovery });
-        for (name, body) in [
+        Rendered(vec![
             ("node_policy.json", pretty(self.node_policy)),
             ("config_policy.json", pretty(self.config_policy)),
             ("network.json", pretty(&network)),
             ("netstrap.al", self.al()),
             ("netstrap.env", self.env()),
-        ] {
+        ])
+    }
+}
+
+/// The node's files, rendered: owned, so that writing them (fsyncs) can run off the runtime.
+pub struct Rendered(Vec<(&'static str, String)>);
+
+impl Rendered {
+    /// Write every file into `dir`, each atomically.
+    pub fn write(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for (name, body) in &self.0 {
             let path = dir.join(name);
             // Unchanged files are left alone: no needless fsyncs every watch interval, and a
             // read-only or full disk matters only when something changed.

@@ -295,9 +295,14 @@ impl Advertiser {
         });
     }
 
-    /// Write the node's files; readiness check `files` says whether they are.
-    fn write_files(&self, files: &NodeFiles) -> bool {
-        match files.write(&self.settings.state_dir) {
+    /// Write the node's files; readiness check `files` says whether they are. The fsyncs run
+    /// on a blocking thread: this runtime also handles SIGTERM.
+    async fn write_files(&self, files: &NodeFiles<'_>) -> bool {
+        let (rendered, dir) = (files.render(), self.settings.state_dir.clone());
+        let written = tokio::task::spawn_blocking(move || rendered.write(&dir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("the writing task failed: {e}"))));
+        match written {
             Ok(()) => {
                 self.health.ok(CHECK_FILES);
                 true
@@ -332,7 +337,7 @@ impl Advertiser {
             config_policy: &Value::Null,
             policy_id: current_id.as_deref(),
         };
-        if !self.write_files(&files) {
+        if !self.write_files(&files).await {
             return Step::Retry;
         }
         self.publish(|next| {
@@ -457,7 +462,7 @@ impl Advertiser {
         };
         // A node started from stale files would advertise stale values: not ready until they
         // are written, retried with the registry's backoff.
-        let done = if self.write_files(&files) { Step::Done } else { Step::Retry };
+        let done = if self.write_files(&files).await { Step::Done } else { Step::Retry };
         self.publish(|next| {
             next.policy = Some(policy.clone());
             next.config_policy = Some(config.clone());
