@@ -7,6 +7,9 @@
 //! too unless it is listed in [`ACCEPTED`] with the reason we keep the crate; an entry there
 //! that no longer matches fails as well, so the list cannot go stale.
 
+#[path = "support/prereq.rs"]
+mod prereq;
+
 use std::path::PathBuf;
 
 use rustsec::advisory::Informational;
@@ -26,10 +29,10 @@ fn database_dir() -> PathBuf {
 fn no_dependency_has_a_known_vulnerability_or_an_unaccepted_warning() {
     let dir = database_dir();
     if !dir.join("crates").is_dir() {
-        eprintln!(
-            "SKIPPED: no advisory database at {} (set NETSTRAP_ADVISORY_DB to a rustsec/advisory-db checkout)",
+        prereq::missing(&format!(
+            "no advisory database at {} (set NETSTRAP_ADVISORY_DB to a rustsec/advisory-db checkout)",
             dir.display()
-        );
+        ));
         return;
     }
     let db = Database::open(&dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));

@@ -3,10 +3,13 @@
 //! a user network, a container that comes back with a new IP and keeps its identity, the
 //! HEALTHCHECK, and docker/compose.yaml publishing ports that differ from the container's.
 //!
-//! Without a Docker engine every test prints `SKIPPED: <why>` and passes. The static binary
+//! Without a Docker engine every test prints `SKIPPED: <why>` and passes (fails under `CI=true`). The static binary
 //! is built once per run into target/static-image (a separate target dir: `cargo test` holds
 //! the lock on target/ while tests run); each test builds its own image tag from it and
 //! removes every container, network, volume and image it made, also when it fails.
+
+#[path = "support/prereq.rs"]
+mod prereq;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -49,7 +52,7 @@ fn no_engine() -> Option<String> {
 macro_rules! require_engine {
     () => {
         if let Some(why) = no_engine() {
-            println!("SKIPPED: {why}");
+            prereq::missing(&why);
             return;
         }
     };
@@ -302,7 +305,7 @@ fn two_containers_share_a_file_registry_and_keep_their_policy_when_the_ip_change
 fn compose_publishes_other_ports_and_netstrap_advertises_the_published_ones() {
     require_engine!();
     if let Err(e) = Command::new("docker-compose").arg("version").output() {
-        println!("SKIPPED: no docker-compose: {e}");
+        prereq::missing(&format!("no docker-compose: {e}"));
         return;
     }
     let tag = format!("{}:test", unique("image"));

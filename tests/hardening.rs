@@ -177,7 +177,7 @@ impl Tmpfs {
         match mount(&["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().unwrap()]) {
             Ok(()) => Some(Tmpfs(dir.to_path_buf())),
             Err(e) => {
-                eprintln!("SKIPPED: cannot mount a tmpfs ({e}); run as root");
+                support::prereq::missing(&format!("cannot mount a tmpfs ({e}); run as root"));
                 None
             }
         }

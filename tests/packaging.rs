@@ -6,7 +6,10 @@
 //!
 //! The tools come from PyPI (.ci/run installs them into `$NETSTRAP_TOOLS_VENV`, by default
 //! ~/.cache/netstrap-ci/venv; PATH is the fallback). Without them a test prints
-//! `SKIPPED: <why>` — except under CI (`CI` set), where a missing tool fails the test.
+//! `SKIPPED: <why>` — except under `CI=true`, where a missing tool fails the test.
+
+#[path = "support/prereq.rs"]
+mod prereq;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,11 +39,10 @@ macro_rules! need {
     ($tool:expr) => {
         match $tool {
             Ok(v) => v,
-            Err(why) if std::env::var_os("CI").is_none() => {
-                println!("SKIPPED: {why}");
+            Err(why) => {
+                prereq::missing(&why);
                 return;
             }
-            Err(why) => panic!("{why}"),
         }
     };
 }

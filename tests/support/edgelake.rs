@@ -76,23 +76,16 @@ pub struct Snapshot {
     pub python: PathBuf,
 }
 
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
 /// `None` after printing `SKIPPED: <why>` — or a panic under `CI=true`, where every test runs.
 pub fn skip<T>(why: &str) -> Option<T> {
-    if ci() {
-        panic!("CI=true and {why}");
-    }
-    eprintln!("SKIPPED: {why}");
+    super::prereq::missing(why);
     None
 }
 
 /// [`Cluster::new`], which fails the test under `CI=true` instead of skipping it.
 pub fn cluster(nodes: usize) -> Option<Cluster> {
     let c = Cluster::new(nodes);
-    assert!(c.is_some() || !ci(), "CI=true and the cluster in a box cannot run (see SKIPPED above)");
+    assert!(c.is_some() || !super::prereq::ci(), "CI=true and the cluster in a box cannot run");
     c
 }
 

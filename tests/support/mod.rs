@@ -8,4 +8,5 @@ pub mod fake_edgelake;
 pub mod fake_kube;
 pub mod ledger;
 pub mod netns;
+pub mod prereq;
 pub mod process;

@@ -157,17 +157,18 @@ pub struct Cluster {
 
 impl Cluster {
     /// A cluster of `nodes` nodes with its cluster DNS running; `None` (after printing
-    /// `SKIPPED: <why>` to stderr) where network namespaces cannot be made.
+    /// `SKIPPED: <why>` to stderr; a panic under `CI=true`) where network namespaces cannot
+    /// be made.
     pub fn new(nodes: usize) -> Option<Cluster> {
         if !is_root() {
-            eprintln!("SKIPPED: not root: network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN");
+            super::prereq::missing("not root: network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN");
             return None;
         }
         remove_leftovers();
         let prefix = format!("{PREFIX}-{}-{}", std::process::id(), CLUSTERS.fetch_add(1, Ordering::SeqCst));
         let lan = format!("{prefix}-lan");
         if let Err(e) = run(&["ip", "netns", "add", &lan]) {
-            eprintln!("SKIPPED: cannot create a network namespace ({e})");
+            super::prereq::missing(&format!("cannot create a network namespace ({e})"));
             return None;
         }
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
