@@ -166,3 +166,17 @@ fn a_missing_resolv_conf_is_named_as_missing() {
     assert!(out.contains("/nonexistent/resolv.conf does not exist"), "{out}");
     assert!(!out.contains("lists none"), "{out}");
 }
+
+/// On a plain host without HOSTNAME in the environment, the policy's hostname and the default
+/// node name are the machine's name, not an address that changes with the network.
+#[test]
+fn on_a_host_the_machines_name_is_the_identity_not_its_address() {
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    let o = netstrap(&["policy", "--json"], &[("LOCAL_IP", "192.0.2.2")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let policy = &v["node"]["generic"];
+    assert_eq!(policy["hostname"], machine.as_str(), "{v}");
+    assert_eq!(policy["name"], format!("{machine} generic"), "{v}");
+    assert!(!stdout(&o).contains("\"192.0.2.2 generic\""), "{v}");
+}

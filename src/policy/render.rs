@@ -39,8 +39,24 @@ pub fn stable_hostname(settings: &Settings, d: &Discovery) -> String {
         (EnvironmentKind::Kubernetes, Some(svc)) => {
             svc.value.split('.').next().unwrap_or_default().to_string()
         }
-        _ => hostname.unwrap_or_else(|| d.stable_name.value.clone()),
+        // Outside Kubernetes: HOSTNAME (Docker sets it), else the stable name when it is a name
+        // (DNS, DNS_DOMAIN), else this machine's own name, which stays when the address changes.
+        _ => {
+            let stable = &d.stable_name.value;
+            let is_address = stable.parse::<std::net::IpAddr>().is_ok();
+            hostname
+                .or_else(|| (!is_address).then(|| stable.clone()))
+                .or_else(system_hostname)
+                .unwrap_or_else(|| stable.clone())
+        }
     }
+}
+
+/// The machine's hostname (its UTS name, what `hostname` prints); none when unset.
+fn system_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty() && name != "(none)" && name != "localhost").then(|| name.to_string())
 }
 
 /// `NODE_NAME`, else `<stable hostname> <node_type>`.
