@@ -42,6 +42,11 @@ async fn start(options: RestOptions) -> Plane {
     Plane { addr, health, shutdown, snapshot: rx }
 }
 
+/// A rest plane proxying to `upstream` with this REST_TIMEOUT.
+async fn proxy(upstream: SocketAddr, timeout: Duration) -> Plane {
+    start(RestOptions { upstream: Some(upstream), timeout, ..Default::default() }).await
+}
+
 /// Send a raw request and read the whole reply (the server closes: `Connection: close`).
 async fn raw(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -202,12 +207,7 @@ async fn fake_edgelake() -> SocketAddr {
 #[tokio::test]
 async fn other_paths_are_proxied_to_the_node_with_headers_intact() {
     let upstream = fake_edgelake().await;
-    let p = start(RestOptions {
-        upstream: Some(upstream),
-        timeout: Duration::from_secs(1),
-        ..Default::default()
-    })
-    .await;
+    let p = proxy(upstream, Duration::from_secs(1)).await;
     let (code, _, body) = raw(
         p.addr,
         "GET / HTTP/1.1\r\nHost: x\r\ncommand: blockchain get operator where company=\"Acme Co\" and name=op-1\r\nUser-Agent: AnyLog/1.23\r\nConnection: close\r\n\r\n",
@@ -327,12 +327,7 @@ async fn a_clients_own_forwarding_headers_reach_the_node_only_through_a_trusted_
 #[tokio::test]
 async fn a_reply_body_that_stalls_is_cut_off_after_rest_timeout() {
     let upstream = fake_edgelake().await;
-    let p = start(RestOptions {
-        upstream: Some(upstream),
-        timeout: Duration::from_secs(1),
-        ..Default::default()
-    })
-    .await;
+    let p = proxy(upstream, Duration::from_secs(1)).await;
     let started = std::time::Instant::now();
     let (code, _, body) = get(p.addr, "/stall").await;
     assert_eq!(code, 200);
@@ -371,12 +366,7 @@ async fn connections_over_the_limit_are_closed_at_accept_and_the_rest_carry_on()
 #[tokio::test]
 async fn a_clients_malformed_body_or_options_star_is_a_400_naming_the_client_not_a_502() {
     let upstream = fake_edgelake().await;
-    let p = start(RestOptions {
-        upstream: Some(upstream),
-        timeout: Duration::from_secs(5),
-        ..Default::default()
-    })
-    .await;
+    let p = proxy(upstream, Duration::from_secs(5)).await;
     // "ZZ" is not a chunk size. The node (here: one that never answers) is not to blame.
     let (code, _, body) = raw(
         p.addr,
@@ -512,12 +502,7 @@ async fn framed(addr: SocketAddr, path: &str) -> (String, String, Vec<u8>) {
 #[tokio::test]
 async fn edgelake_replies_pass_through_with_status_reason_and_body_intact() {
     let upstream = edgelake_bytes().await;
-    let p = start(RestOptions {
-        upstream: Some(upstream),
-        timeout: Duration::from_secs(5),
-        ..Default::default()
-    })
-    .await;
+    let p = proxy(upstream, Duration::from_secs(5)).await;
     for (path, status, body) in [
         ("/error", format!("HTTP/1.1 400 {EDGELAKE_ERROR}"), EDGELAKE_ERROR),
         ("/empty", "HTTP/1.1 200 OK".to_string(), ""),
