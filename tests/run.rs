@@ -5,9 +5,9 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+#[path = "support/ports.rs"]
+mod ports;
+use ports::free_port;
 
 struct Node {
     child: Child,
@@ -36,6 +36,27 @@ fn start(extra: &[(&str, &str)]) -> Node {
         .spawn()
         .unwrap();
     Node { child, rest, dir }
+}
+
+impl Node {
+    /// Wait for `/readyz` 200; a netstrap that exited first fails the test with its log (a
+    /// port another test took between `free_port` and the bind, say) instead of a time-out.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if get(self.rest, "/readyz").is_some_and(|(c, _)| c == 200) {
+                return;
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                let (code, log) = wait_exit(&mut self.child);
+                panic!("netstrap exited with {code} before it was ready:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let (_, log) = wait_exit(&mut self.child);
+        panic!("netstrap not ready within 30 s:\n{log}");
+    }
 }
 
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -79,7 +100,7 @@ fn wait_exit(child: &mut Child) -> (i32, String) {
 #[test]
 fn runs_ready_writes_files_and_drains_on_sigterm() {
     let mut n = start(&[("NETSTRAP_SHUTDOWN_DELAY", "1")]);
-    wait_until("ready", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    n.wait_ready();
     let (_, body) = get(n.rest, "/readyz").unwrap();
     for check in ["listeners", "discovery", "broker"] {
         assert!(body.contains(&format!("[+]{check} ok")), "{body}");
@@ -125,7 +146,7 @@ fn a_taken_port_stops_the_start_naming_plane_address_and_cause() {
 #[test]
 fn a_second_signal_exits_at_once() {
     let mut n = start(&[("NETSTRAP_SHUTDOWN_DELAY", "60")]);
-    wait_until("ready", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    n.wait_ready();
     signal(&n.child, "TERM");
     wait_until("draining", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 503));
     let started = Instant::now();
@@ -138,7 +159,7 @@ fn a_second_signal_exits_at_once() {
 #[test]
 fn stray_signals_are_logged_and_ignored_and_sigquit_drains() {
     let mut n = start(&[("NETSTRAP_SHUTDOWN_DELAY", "1")]);
-    wait_until("ready", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    n.wait_ready();
     // Each of these ended the process (exit 129…142) with no drain and nothing logged.
     for sig in ["HUP", "USR1", "USR2", "ALRM", "HUP"] {
         signal(&n.child, sig);
@@ -161,7 +182,7 @@ fn stray_signals_are_logged_and_ignored_and_sigquit_drains() {
 #[test]
 fn a_second_instance_on_the_same_state_dir_refuses_naming_the_first() {
     let mut first = start(&[]);
-    wait_until("ready", || get(first.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    first.wait_ready();
     let state = first.dir.path().join("state");
     let shared = state.display().to_string();
     let mut second = start(&[("NETSTRAP_STATE_DIR", shared.as_str())]);
@@ -253,7 +274,7 @@ fn in_flight_request_and_relay_transfer_complete_after_sigterm() {
         ("NETSTRAP_SHUTDOWN_DELAY", "0"),
         ("NETSTRAP_SHUTDOWN_GRACE", "10"),
     ]);
-    wait_until("ready", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    n.wait_ready();
     let tcp_port: u16 = {
         let state = n.dir.path().join("state/network.json");
         wait_until("network.json", || state.exists());
@@ -287,8 +308,8 @@ fn in_flight_request_and_relay_transfer_complete_after_sigterm() {
 
 #[test]
 fn readyz_answers_while_the_broker_is_flooded() {
-    let n = start(&[]);
-    wait_until("ready", || get(n.rest, "/readyz").is_some_and(|(c, _)| c == 200));
+    let mut n = start(&[]);
+    n.wait_ready();
     let state = n.dir.path().join("state/network.json");
     wait_until("network.json", || state.exists());
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();

@@ -8,5 +8,6 @@ pub mod fake_edgelake;
 pub mod fake_kube;
 pub mod ledger;
 pub mod netns;
+pub mod ports;
 pub mod prereq;
 pub mod process;

@@ -1,14 +1,11 @@
 //! `netstrap run` as a child process, for tests that need several of them.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use super::ports::free_port;
 
 /// A running `netstrap run`; killed when dropped.
 pub struct Netstrap {
