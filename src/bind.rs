@@ -20,11 +20,7 @@ pub struct BindError {
 pub fn bind(plane: Plane, addr: SocketAddr) -> Result<TcpListener, BindError> {
     let listener = TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|_| l));
     listener.map_err(|cause| {
-        let var = match plane {
-            Plane::Tcp => ("TCP_BIND", "ANYLOG_SERVER_PORT"),
-            Plane::Rest => ("REST_BIND", "ANYLOG_REST_PORT"),
-            Plane::Broker => ("BROKER_BIND", "ANYLOG_BROKER_PORT"),
-        };
+        let var = (plane.bind_var(), plane.port_var());
         let hint = match cause.kind() {
             io::ErrorKind::AddrInUse => format!(
                 " — another process listens on port {}; if it is the node itself, move the node to another \
@@ -41,16 +37,8 @@ pub fn bind(plane: Plane, addr: SocketAddr) -> Result<TcpListener, BindError> {
             }
             _ => String::new(),
         };
-        BindError { plane: plane_name(plane), addr, cause, hint }
+        BindError { plane: plane.name(), addr, cause, hint }
     })
-}
-
-fn plane_name(plane: Plane) -> &'static str {
-    match plane {
-        Plane::Tcp => "tcp",
-        Plane::Rest => "rest",
-        Plane::Broker => "broker",
-    }
 }
 
 /// The address each enabled plane binds, from the table.

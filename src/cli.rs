@@ -179,20 +179,16 @@ async fn discover(settings: Settings, json: bool) -> ExitCode {
 }
 
 async fn peers(settings: Settings, json: bool, timeout: u64) -> ExitCode {
-    let registry = match crate::registry::Registry::parse(
-        settings.ledger.as_deref(),
+    let registry = match crate::registry::Registry::open(
+        &settings.ledger,
         &settings.ledger_conn.value,
         crate::registry::REQUEST_TIMEOUT,
     ) {
-        Ok(crate::registry::Registry::None) => {
+        crate::registry::Registry::None => {
             eprintln!("netstrap peers: no registry configured: set NETSTRAP_LEDGER");
             return ExitCode::from(2);
         }
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("netstrap peers: {e}");
-            return ExitCode::from(2);
-        }
+        r => r,
     };
     let nodes = match registry.nodes().await {
         Ok(n) => n,

@@ -27,6 +27,7 @@
 //! - [`tls`] — optional TLS on the rest and broker planes: certificate reload, SAN check.
 //! - [`cli`], [`report`], [`probe`], [`logging`] — the command line and its output.
 
+pub mod addr;
 pub mod advertise;
 pub mod bind;
 pub mod cli;
@@ -44,6 +45,7 @@ pub mod probe;
 pub mod provenance;
 pub mod registry;
 pub mod report;
+pub mod snapshot;
 pub mod state;
 pub mod table;
 pub mod tls;

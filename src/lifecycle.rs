@@ -13,7 +13,7 @@
 //! start (their default action would kill the process with no drain): there is nothing to
 //! reload, configuration is read once at start.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+use crate::addr::host_port;
 use crate::advertise::Advertiser;
 use crate::config::{BrokerMode, Settings, TcpMode};
 use crate::discover::environment::EnvironmentKind;
@@ -29,7 +30,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::planes::{Identity, NodeSnapshot, Shutdown, broker, rest, tcp};
 use crate::registry::Registry;
-use crate::table::{ConnectionTable, Plane, host_port};
+use crate::table::{ConnectionTable, Plane};
 
 /// Readiness checks registered by `run`.
 pub const CHECK_LISTENERS: &str = "listeners";
@@ -46,11 +47,7 @@ type Done = (Plane, Result<(), String>);
 /// on 2 cores, docs/benchmarks.md). Raising one's own nice value needs no privilege; a
 /// failure (a seccomp profile that forbids it) is logged once and changes nothing else.
 fn plane_runtime(plane: Plane, threads: u16, data_nice: u8) -> std::io::Result<tokio::runtime::Runtime> {
-    let name = match plane {
-        Plane::Tcp => "netstrap-tcp",
-        Plane::Rest => "netstrap-rest",
-        Plane::Broker => "netstrap-broker",
-    };
+    let name = format!("netstrap-{}", plane.name());
     let nice = if plane == Plane::Rest { 0 } else { i32::from(data_nice) };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(threads.max(1)))
@@ -91,7 +88,7 @@ pub fn snapshot(settings: &Settings, d: &Discovery, table: &ConnectionTable) -> 
         .rows
         .iter()
         .flat_map(|r| {
-            let p = crate::report::json_name(&r.plane);
+            let p = r.plane.name();
             [
                 format!("{p} {}", host_port(&r.cluster_host.value, r.cluster_port.value)),
                 format!("{p} {}", host_port(&r.external_host.value, r.external_port.value)),
@@ -100,27 +97,14 @@ pub fn snapshot(settings: &Settings, d: &Discovery, table: &ConnectionTable) -> 
         .collect::<Vec<_>>();
     let mut endpoints_dedup = endpoints;
     endpoints_dedup.dedup();
-    NodeSnapshot {
-        identity: Identity {
-            name: crate::policy::render::node_name(settings, d),
-            node_type: settings.node_type.value.name().to_string(),
-            instance_id: instance_id(),
-            policy_id: None,
-            endpoints: endpoints_dedup,
-        },
-        table: serde_json::to_value(table).unwrap_or_default(),
-        discovery: serde_json::to_value(d).unwrap_or_default(),
-        ..Default::default()
-    }
-}
-
-/// Where to reach a listener bound to `ip` from this host.
-fn local_target(ip: IpAddr, port: u16) -> SocketAddr {
-    match ip {
-        IpAddr::V4(v4) if v4.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
-        IpAddr::V6(v6) if v6.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port),
-        _ => SocketAddr::new(ip, port),
-    }
+    let identity = Identity {
+        name: crate::policy::render::node_name(settings, d),
+        node_type: settings.node_type.value.name().to_string(),
+        instance_id: instance_id(),
+        policy_id: None,
+        endpoints: endpoints_dedup,
+    };
+    NodeSnapshot::new(identity, table.clone(), d.clone())
 }
 
 /// `NETSTRAP_DECLARE=node`: the node binds the ports it advertises (its scripts listen on what
@@ -129,17 +113,13 @@ fn local_target(ip: IpAddr, port: u16) -> SocketAddr {
 fn node_upstreams(settings: &mut Settings, table: &ConnectionTable) -> Result<(), String> {
     for row in &table.rows {
         let advertised = row.external_port.value;
-        let (own_var, up_var) = match row.plane {
-            Plane::Tcp => ("NETSTRAP_TCP_PORT", "NETSTRAP_TCP_UPSTREAM"),
-            Plane::Rest => ("NETSTRAP_REST_PORT", "NETSTRAP_REST_UPSTREAM"),
-            Plane::Broker => ("NETSTRAP_BROKER_PORT", "NETSTRAP_BROKER_UPSTREAM"),
-        };
+        let (own_var, up_var) = (row.plane.own_port_var(), row.plane.upstream_var());
         if row.port.value == advertised {
             return Err(format!(
                 "NETSTRAP_DECLARE=node: the node binds the advertised {} port {advertised} itself, which is also \
                  netstrap's listening port ({}); give netstrap another port (set {own_var}, e.g. {}) and point the \
                  Service's targetPort or the published port at it",
-                crate::report::json_name(&row.plane),
+                row.plane.name(),
                 row.port.why.summary(),
                 advertised.wrapping_add(1000)
             ));
@@ -270,7 +250,7 @@ pub fn run(mut settings: Settings) -> ExitCode {
     for (plane, addr) in crate::bind::addresses(&table) {
         match crate::bind::bind(plane, addr) {
             Ok(l) => {
-                info!(plane = crate::report::json_name(&plane), %addr, "bound");
+                info!(plane = plane.name(), %addr, "bound");
                 listeners.push((plane, l));
             }
             Err(e) => {
@@ -333,7 +313,7 @@ pub fn run(mut settings: Settings) -> ExitCode {
     if let Some(t) = &tls {
         let info = &t.store.current().info;
         info!(
-            planes = %t.planes.iter().map(crate::report::json_name).collect::<Vec<_>>().join(","),
+            planes = %t.planes.iter().map(|p| p.name()).collect::<Vec<_>>().join(","),
             subject = %info.subject,
             serial = %info.serial,
             not_after = %info.not_after,
@@ -355,7 +335,7 @@ pub fn run(mut settings: Settings) -> ExitCode {
     let settings = Arc::new(settings);
     // A node that declares itself keeps the registry's copy it syncs: netstrap reads it there.
     let node_rest = settings.rest_upstream.filter(|_| node_declares);
-    let node_ledger = node_rest.map(|up| format!("anylog://{up}"));
+    let node_ledger = node_rest.map(|up| crate::config::Ledger::Anylog(up.to_string()));
     let node_client = node_rest.map(|up| {
         crate::registry::anylog::AnylogClient::new(
             &up.to_string(),
@@ -363,17 +343,11 @@ pub fn run(mut settings: Settings) -> ExitCode {
             crate::registry::REQUEST_TIMEOUT,
         )
     });
-    let registry = match Registry::parse(
-        settings.ledger.as_deref().or(node_ledger.as_deref()),
-        &table.ledger_conn.value,
-        crate::registry::REQUEST_TIMEOUT,
-    ) {
-        Ok(r) => r,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let ledger = match (&settings.ledger, node_ledger) {
+        (crate::config::Ledger::None, Some(node)) => node,
+        (configured, _) => configured.clone(),
     };
+    let registry = Registry::open(&ledger, &table.ledger_conn.value, crate::registry::REQUEST_TIMEOUT);
     let advertiser = Advertiser {
         settings: settings.clone(),
         registry,
@@ -514,7 +488,7 @@ pub fn run(mut settings: Settings) -> ExitCode {
             }
         }
         if plane == Plane::Broker {
-            let target = local_target(row.bind_ip.value, row.port.value);
+            let target = crate::addr::local_target(row.bind_ip.value, row.port.value);
             let health = health.clone();
             let creds = settings.broker_credentials.clone().map(|(u, p)| (u, p.0));
             let client_tls = broker_tls.as_ref().map(|_| crate::tls::loopback_client_config(&[]));
@@ -623,7 +597,7 @@ async fn lifecycle(
         Some((plane, result)) = done.recv() => {
             // A plane stopped by itself: the node is not serving what it advertises.
             let why = result.err().unwrap_or_else(|| "stopped unexpectedly".into());
-            error!("{} plane: {why}", crate::report::json_name(&plane));
+            error!("{} plane: {why}", plane.name());
             return ExitCode::FAILURE;
         }
     }

@@ -18,13 +18,7 @@ pub struct PlaneLabel {
 
 impl PlaneLabel {
     pub fn of(plane: Plane) -> PlaneLabel {
-        PlaneLabel {
-            plane: match plane {
-                Plane::Tcp => "tcp",
-                Plane::Rest => "rest",
-                Plane::Broker => "broker",
-            },
-        }
+        PlaneLabel { plane: plane.name() }
     }
 }
 

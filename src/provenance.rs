@@ -47,3 +47,8 @@ impl<T> Found<T> {
         Found { value, why }
     }
 }
+
+/// The serialized (kebab/lower-case) name of an enum value, as JSON output shows it.
+pub fn json_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}

@@ -1,5 +1,6 @@
 //! The human-readable discovery report of `netstrap discover` and the start-up log.
 
+use crate::provenance::json_name;
 use std::fmt::Write as _;
 
 use crate::config::Settings;
@@ -51,9 +52,4 @@ pub fn render(settings: &Settings, d: &Discovery, table: &ConnectionTable) -> St
         let _ = writeln!(out, "error: cannot determine {p}");
     }
     out
-}
-
-/// The serialized (kebab/lower-case) name of an enum value, as JSON output shows it.
-pub fn json_name<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }

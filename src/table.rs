@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::addr::host_port;
 use crate::config::{BrokerMode, PlaneSettings, Settings};
 use crate::discover::{Discovery, ExposedPort};
 use crate::provenance::{Found, Provenance};
@@ -30,6 +31,51 @@ impl Plane {
             Plane::Tcp => "TCP",
             Plane::Rest => "REST",
             Plane::Broker => "Message broker",
+        }
+    }
+
+    /// The plane's name in logs, metrics, JSON and `NETSTRAP_TLS_PLANES`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Plane::Tcp => "tcp",
+            Plane::Rest => "rest",
+            Plane::Broker => "broker",
+        }
+    }
+
+    /// EdgeLake's variable for the node's port of this plane.
+    pub fn port_var(self) -> &'static str {
+        match self {
+            Plane::Tcp => "ANYLOG_SERVER_PORT",
+            Plane::Rest => "ANYLOG_REST_PORT",
+            Plane::Broker => "ANYLOG_BROKER_PORT",
+        }
+    }
+
+    /// EdgeLake's variable for binding this plane to the local IP only.
+    pub fn bind_var(self) -> &'static str {
+        match self {
+            Plane::Tcp => "TCP_BIND",
+            Plane::Rest => "REST_BIND",
+            Plane::Broker => "BROKER_BIND",
+        }
+    }
+
+    /// netstrap's variable for its own listening port of this plane.
+    pub fn own_port_var(self) -> &'static str {
+        match self {
+            Plane::Tcp => "NETSTRAP_TCP_PORT",
+            Plane::Rest => "NETSTRAP_REST_PORT",
+            Plane::Broker => "NETSTRAP_BROKER_PORT",
+        }
+    }
+
+    /// netstrap's variable for the node's address this plane relays to.
+    pub fn upstream_var(self) -> &'static str {
+        match self {
+            Plane::Tcp => "NETSTRAP_TCP_UPSTREAM",
+            Plane::Rest => "NETSTRAP_REST_UPSTREAM",
+            Plane::Broker => "NETSTRAP_BROKER_UPSTREAM",
         }
     }
 
@@ -160,11 +206,6 @@ impl ConnectionTable {
     }
 }
 
-/// `host:port`, bracketing IPv6 literals.
-pub fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
-}
-
 fn row(
     plane: Plane,
     s: &PlaneSettings,
@@ -173,11 +214,7 @@ fn row(
     timeout: Option<Found<Duration>>,
     d: &Discovery,
 ) -> PlaneRow {
-    let var = match plane {
-        Plane::Tcp => "TCP_BIND",
-        Plane::Rest => "REST_BIND",
-        Plane::Broker => "BROKER_BIND",
-    };
+    let var = plane.bind_var();
     let bind_ip = if s.bind.value {
         Found::new(d.local_ip.value, Provenance::new(format!("{var}=true: the local IP")))
     } else {
@@ -192,7 +229,7 @@ fn row(
     let port = s.port.clone().unwrap_or_else(|| Found::new(0, Provenance::new("no port")));
     // Without an address that reaches us from outside, outside peers get what inside peers
     // get: the stable name and the Service port — never the pod IP.
-    let (external_host, external_port) = if crate::policy::render::advertises_external(d) {
+    let (external_host, external_port) = if d.advertises_external() {
         (Found::new(d.external.value.host.clone(), d.external.why.clone()), exposed.external.clone())
     } else {
         (

@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::table::Plane;
+use crate::table::{ConnectionTable, Plane};
 
 /// How often the certificate and key files are checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -240,20 +240,15 @@ pub fn san_check(info: &CertInfo, hosts: &[(Plane, String)]) -> Vec<SanCheck> {
         .collect()
 }
 
-/// The advertised hosts (external and cluster) of `planes`, from the connection table's JSON
-/// (as the node snapshot holds it), without duplicates.
-pub fn advertised_hosts(table: &serde_json::Value, planes: &[Plane]) -> Vec<(Plane, String)> {
+/// The advertised hosts (external and cluster) of `planes` in the connection table, without
+/// duplicates.
+pub fn advertised_hosts(table: &ConnectionTable, planes: &[Plane]) -> Vec<(Plane, String)> {
     let mut out: Vec<(Plane, String)> = Vec::new();
-    for row in table["rows"].as_array().into_iter().flatten() {
-        let Some(plane) = planes.iter().find(|p| row["plane"] == crate::report::json_name(*p)) else {
-            continue;
-        };
-        for field in ["external_host", "cluster_host"] {
-            if let Some(host) = row[field]["value"].as_str().filter(|h| !h.is_empty()) {
-                let entry = (*plane, host.to_string());
-                if !out.contains(&entry) {
-                    out.push(entry);
-                }
+    for row in table.rows.iter().filter(|r| planes.contains(&r.plane)) {
+        for host in [&row.external_host.value, &row.cluster_host.value] {
+            let entry = (row.plane, host.clone());
+            if !host.is_empty() && !out.contains(&entry) {
+                out.push(entry);
             }
         }
     }
@@ -320,7 +315,7 @@ impl CertStore {
     pub async fn watch(
         self: Arc<Self>,
         interval: Duration,
-        shutdown: crate::planes::Shutdown,
+        shutdown: tokio_util::sync::CancellationToken,
         on_load: impl Fn(&Loaded) + Send + 'static,
     ) {
         loop {
@@ -386,9 +381,9 @@ impl Tls {
         self.planes.contains(&plane)
     }
 
-    /// Check the advertised hosts of the TLS planes in `table` (JSON) against the current
+    /// Check the advertised hosts of the TLS planes in `table` against the current
     /// certificate, and log the result.
-    pub fn log_san_check(&self, table: &serde_json::Value) {
+    pub fn log_san_check(&self, table: &ConnectionTable) {
         let current = self.store.current();
         let checks = san_check(&current.info, &advertised_hosts(table, &self.planes));
         let missing: Vec<_> = checks.iter().filter(|c| !c.covered).collect();
@@ -402,7 +397,7 @@ impl Tls {
             warn!(
                 "TLS: advertised {} host {} is not in the certificate's SANs (DNS {:?}, IP {:?}); \
                  peers dialing it will fail to verify the certificate",
-                crate::report::json_name(&c.plane),
+                c.plane.name(),
                 c.host,
                 current.info.dns_names,
                 current.info.ip_addresses
@@ -414,17 +409,17 @@ impl Tls {
     }
 
     /// The `tls` object of `/v1/network`.
-    pub fn status(&self, table: &serde_json::Value) -> serde_json::Value {
+    pub fn status(&self, table: &ConnectionTable) -> serde_json::Value {
         let current = self.store.current();
         let checks = san_check(&current.info, &advertised_hosts(table, &self.planes));
         let missing: Vec<String> = checks
             .iter()
             .filter(|c| !c.covered)
-            .map(|c| format!("{} {}", crate::report::json_name(&c.plane), c.host))
+            .map(|c| format!("{} {}", c.plane.name(), c.host))
             .collect();
         json!({
             "enabled": true,
-            "planes": self.planes.iter().map(crate::report::json_name).collect::<Vec<_>>(),
+            "planes": self.planes.iter().map(|p| p.name()).collect::<Vec<_>>(),
             "cert_file": self.store.files.cert,
             "key_file": self.store.files.key,
             "certificate": current.info,
@@ -529,15 +524,32 @@ mod tests {
 
     #[test]
     fn advertised_hosts_come_from_the_tls_planes_only() {
-        let table = json!({"rows": [
-            {"plane": "tcp", "external_host": {"value": "1.2.3.4"}, "cluster_host": {"value": "a"}},
-            {"plane": "rest", "external_host": {"value": "1.2.3.4"}, "cluster_host": {"value": "a.b"}},
-            {"plane": "broker", "external_host": {"value": "1.2.3.4"}, "cluster_host": {"value": "1.2.3.4"}},
-        ]});
+        use crate::config::{Layers, Origin, Settings};
+        let env = [
+            ("NETSTRAP_ENVIRONMENT", "host"),
+            ("LOCAL_IP", "10.0.0.5"),
+            ("EXTERNAL_IP", "1.2.3.4"),
+            ("NETSTRAP_EXTERNAL_SOURCES", "explicit"),
+            ("DNS", "a.b"),
+            ("ANYLOG_BROKER_PORT", "32150"),
+        ];
+        let settings = Settings::parse(&Layers::new().push(Origin::Env, env)).unwrap();
+        let facts = crate::discover::MachineFacts::default();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let d = rt.block_on(crate::discover::discover_with(&settings, &facts));
+        let table = ConnectionTable::plan(&settings, &d);
         assert_eq!(
             advertised_hosts(&table, &[Plane::Rest]),
             vec![(Plane::Rest, "1.2.3.4".to_string()), (Plane::Rest, "a.b".to_string())]
         );
-        assert_eq!(advertised_hosts(&table, &[Plane::Broker]), vec![(Plane::Broker, "1.2.3.4".to_string())]);
+        assert_eq!(
+            advertised_hosts(&table, &[Plane::Broker, Plane::Tcp]),
+            vec![
+                (Plane::Tcp, "1.2.3.4".to_string()),
+                (Plane::Tcp, "a.b".to_string()),
+                (Plane::Broker, "1.2.3.4".to_string()),
+                (Plane::Broker, "a.b".to_string())
+            ]
+        );
     }
 }

@@ -13,20 +13,12 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
-use crate::planes::Identity;
+use crate::addr::host_port;
 use crate::planes::tcp;
-use crate::table::{ConnectionTable, Plane, host_port};
+use crate::snapshot::Identity;
+use crate::table::{ConnectionTable, Plane};
 
-/// The result for one advertised endpoint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct EndpointCheck {
-    pub plane: Plane,
-    pub endpoint: String,
-    pub ok: bool,
-    pub detail: String,
-}
+pub use crate::snapshot::EndpointCheck;
 
 /// A fresh random nonce.
 fn nonce() -> String {

@@ -164,7 +164,7 @@ fn every_netstrap_setting_is_accepted_in_a_configuration_file() {
     .unwrap();
     let layers = Layers::new().push(Origin::File("netstrap.toml".into()), file);
     let s = Settings::parse(&layers).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(s.ledger.as_deref(), Some("file:///data/blockchain.json"));
+    assert_eq!(s.ledger.to_string(), "file:///data/blockchain.json");
     assert_eq!(s.watch_interval, std::time::Duration::from_secs(10));
 }
 

@@ -695,8 +695,7 @@ fn a_file_ledger_shared_with_a_real_node_keeps_its_lines_and_the_node_reads_nets
     el::wait_rest(&c, &pod.netns, LOCAL, GENERIC.rest, &mut node, LIMIT);
     let ledger = home.ledger();
     let registry =
-        Registry::parse(Some(&format!("file://{}", ledger.display())), "127.0.0.1:32048", REQUEST_TIMEOUT)
-            .unwrap();
+        Registry::open(&netstrap::config::Ledger::File(ledger.clone()), "127.0.0.1:32048", REQUEST_TIMEOUT);
     let ours = |ip: &str| {
         json!({"operator": {"name": "op-file", "company": "Acme Co", "hostname": "op-file", "ip": ip,
             "local_ip": "op.edge.svc.cluster.local", "port": 32148, "rest_port": 32149, "cluster": "7a3f"}})

@@ -558,7 +558,7 @@ async fn the_peer_check_dials_a_bounded_number_at_once_and_reports_the_rest_unch
             }
         })
     };
-    let nodes: Vec<_> = policies.iter().filter_map(netstrap::peers::Node::from_policy).collect();
+    let nodes: Vec<_> = policies.iter().filter_map(netstrap::registry::Node::from_policy).collect();
     let reports = check(&nodes, Duration::from_millis(200)).await;
     sampler.abort();
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);

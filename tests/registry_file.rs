@@ -10,8 +10,12 @@ use std::time::Duration;
 #[path = "support/ledger.rs"]
 mod ledger;
 
+/// The registry `NETSTRAP_LEDGER=<setting>` opens, or the configuration error an operator sees.
 fn parse(setting: Option<&str>) -> Result<Registry, String> {
-    Registry::parse(setting, "127.0.0.1:32048", netstrap::registry::REQUEST_TIMEOUT)
+    use netstrap::config::{Layers, Origin, Settings};
+    let pairs = setting.map(|s| ("NETSTRAP_LEDGER", s.to_string()));
+    let settings = Settings::parse(&Layers::new().push(Origin::Env, pairs)).map_err(|e| e.to_string())?;
+    Ok(Registry::open(&settings.ledger, "127.0.0.1:32048", netstrap::registry::REQUEST_TIMEOUT))
 }
 
 fn operator(ip: &str) -> Value {
@@ -130,6 +134,9 @@ fn bad_ledger_settings_say_what_is_accepted() {
     assert!(e.contains("absolute path"), "{e}");
     let e = parse(Some("etcd://x")).unwrap_err();
     assert!(e.contains("anylog://host:port") && e.contains("file:///"), "{e}");
+    // Said once: the variable and value, what is wrong, what is accepted.
+    assert_eq!(e.matches("etcd://x").count(), 1, "{e}");
+    assert_eq!(e.matches("NETSTRAP_LEDGER").count(), 1, "{e}");
     assert!(matches!(parse(None), Ok(Registry::None)));
     assert!(matches!(parse(Some("anylog://edgelake-master:32049")), Ok(Registry::Anylog(_))));
     for bad in ["anylog://edgelake-master", "anylog://:32049", "anylog://host:0", "anylog://host:32049/x"] {

@@ -13,6 +13,9 @@ use netstrap::planes::{Identity, NodeSnapshot, Shutdown};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+#[path = "support/snapshot.rs"]
+mod support_snapshot;
+
 struct Plane {
     addr: SocketAddr,
     health: Health,
@@ -24,16 +27,13 @@ async fn start(options: RestOptions) -> Plane {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let health = Health::new();
-    let snap = NodeSnapshot {
-        identity: Identity {
-            name: "op-1 operator".into(),
-            node_type: "operator".into(),
-            instance_id: "abc123".into(),
-            ..Default::default()
-        },
-        table: serde_json::json!({"rows": [{"plane": "tcp"}]}),
+    let identity = Identity {
+        name: "op-1 operator".into(),
+        node_type: "operator".into(),
+        instance_id: "abc123".into(),
         ..Default::default()
     };
+    let snap = support_snapshot::snapshot(identity).await;
     let (_tx, rx) = tokio::sync::watch::channel(Arc::new(snap));
     std::mem::forget(_tx);
     let state = RestState::new(health.clone(), rx.clone(), Arc::new(Metrics::new()), options);

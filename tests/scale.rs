@@ -107,12 +107,8 @@ async fn start(
     let table = ConnectionTable::plan(&settings, &discovery);
     let snapshot = netstrap::lifecycle::snapshot(&settings, &discovery, &table);
     let name = snapshot.identity.name.clone();
-    let registry = Registry::parse(
-        settings.ledger.as_deref(),
-        &table.ledger_conn.value,
-        netstrap::registry::REQUEST_TIMEOUT,
-    )
-    .unwrap();
+    let registry =
+        Registry::open(&settings.ledger, &table.ledger_conn.value, netstrap::registry::REQUEST_TIMEOUT);
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(snapshot));
     let health = Health::new();
     let advertiser = Advertiser {
@@ -149,7 +145,7 @@ fn node_names(policies: &[Value]) -> HashSet<String> {
     policies
         .iter()
         .filter_map(identity)
-        .filter(|(ty, _, _)| netstrap::peers::NODE_TYPES.contains(&ty.as_str()))
+        .filter(|(ty, _, _)| netstrap::registry::NODE_TYPES.contains(&ty.as_str()))
         .map(|(_, _, name)| name)
         .collect()
 }

@@ -24,18 +24,21 @@ async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
     tokio::time::timeout(WAIT, fut).await.unwrap_or_else(|_| panic!("{what}: no outcome within {WAIT:?}"))
 }
 
-fn snapshot() -> NodeSnapshot {
-    NodeSnapshot {
-        identity: Identity {
-            name: "op-1".into(),
-            node_type: "operator".into(),
-            instance_id: "inst-42".into(),
-            policy_id: Some("abc".into()),
-            endpoints: vec!["tcp op-1.edge.svc.cluster.local:32048".into()],
-        },
-        table: json!({"tcp": {"port": 32048}}),
-        ..Default::default()
+#[path = "support/snapshot.rs"]
+mod support_snapshot;
+
+fn identity() -> Identity {
+    Identity {
+        name: "op-1".into(),
+        node_type: "operator".into(),
+        instance_id: "inst-42".into(),
+        policy_id: Some("abc".into()),
+        endpoints: vec!["tcp op-1.edge.svc.cluster.local:32048".into()],
     }
+}
+
+async fn snapshot() -> NodeSnapshot {
+    support_snapshot::snapshot(identity()).await
 }
 
 struct Native {
@@ -48,7 +51,7 @@ struct Native {
 async fn start_native(opts: NativeOptions) -> Native {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (snap, rx) = watch::channel(Arc::new(snapshot()));
+    let (snap, rx) = watch::channel(Arc::new(snapshot().await));
     let shutdown = Shutdown::new();
     let task =
         tokio::spawn(tcp::serve_native(listener, opts, rx, Arc::new(Metrics::new()), shutdown.clone()));
@@ -111,12 +114,15 @@ async fn native_answers_hello_ping_policy_and_table() {
     let answer = peer.ask("{\"op\":\"policy\"}\r").await;
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(answer["policy"], policy, "the latest snapshot is served on an open connection");
-    assert_eq!(peer.ask(r#"{"op":"table"}"#).await["table"], json!({"tcp": {"port": 32048}}));
+    let table = peer.ask(r#"{"op":"table"}"#).await["table"].take();
+    assert_eq!(table["rows"][0]["plane"], "tcp", "{table}");
+    assert_eq!(table["rows"][0]["port"]["value"], 32148, "{table}");
+    assert_eq!(table["rows"][0]["external_host"]["value"], "1.2.3.4", "{table}");
 
     // The client: DNS name accepted, identity and nonce checked.
     let port = node.addr.port();
-    let identity = tcp::hello(&format!("localhost:{port}"), "verify-1", WAIT).await.unwrap();
-    assert_eq!(identity, snapshot().identity);
+    let answered = tcp::hello(&format!("localhost:{port}"), "verify-1", WAIT).await.unwrap();
+    assert_eq!(answered, identity());
     let refused = tcp::hello(&node.addr.to_string(), &"x".repeat(300), WAIT).await.unwrap_err();
     assert!(refused.contains("256"), "{refused}");
 }
@@ -163,7 +169,7 @@ async fn native_bad_requests_get_an_error_line_and_the_connection_stays_open() {
     assert_eq!(peer.ask(r#"{"op":"ping"}"#).await["op"], "pong", "the connection still answers");
 
     // The pure function answers the same way.
-    let line = tcp::handle_line("{\"op\":\"ping\"}", &NodeSnapshot::default());
+    let line = tcp::handle_line("{\"op\":\"ping\"}", &snapshot().await);
     assert_eq!(line, r#"{"ok":true,"op":"pong"}"#);
 }
 

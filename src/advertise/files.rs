@@ -55,7 +55,7 @@ impl NodeFiles<'_> {
         v.insert("stable_name".into(), self.discovery.stable_name.value.clone());
         v.insert("advertised_port".into(), field(self.node_policy, "port").unwrap_or_default());
         for row in &self.table.rows {
-            let p = crate::report::json_name(&row.plane);
+            let p = row.plane.name();
             let internal = self.upstream(row.plane).map(|a| a.port()).unwrap_or(row.port.value);
             v.insert(format!("{p}_internal_port"), internal.to_string());
             v.insert(format!("{p}_threads"), row.threads.value.to_string());
@@ -92,7 +92,7 @@ impl NodeFiles<'_> {
              # advertises the stable addresses. Apply with: process !!anylog_path/netstrap.al\n",
         );
         for row in &self.table.rows {
-            let p = crate::report::json_name(&row.plane);
+            let p = row.plane.name();
             match (row.plane, self.upstream(row.plane)) {
                 (Plane::Tcp, Some(up)) => t.push_str(&format!(
                     "run tcp server where external_ip=!tcp_external_ip and external_port=!tcp_external_port and \
@@ -147,11 +147,7 @@ impl NodeFiles<'_> {
         let kubernetes = d.environment.value == crate::discover::environment::EnvironmentKind::Kubernetes;
         put("DNS", if pairs || !kubernetes { d.stable_name.value.clone() } else { host });
         for row in &self.table.rows {
-            let (var, bind) = match row.plane {
-                Plane::Tcp => ("ANYLOG_SERVER_PORT", "TCP_BIND"),
-                Plane::Rest => ("ANYLOG_REST_PORT", "REST_BIND"),
-                Plane::Broker => ("ANYLOG_BROKER_PORT", "BROKER_BIND"),
-            };
+            let (var, bind) = (row.plane.port_var(), row.plane.bind_var());
             put(var, row.external_port.value.to_string());
             // All interfaces: netstrap's relay dials the node on loopback.
             put(bind, "false".into());
@@ -172,18 +168,18 @@ impl NodeFiles<'_> {
         }
         put("NETSTRAP_STABLE_NAME", d.stable_name.value.clone());
         // Only an address that reaches this node from outside (never the pod IP).
-        if crate::policy::render::advertises_external(d) {
+        if d.advertises_external() {
             put("NETSTRAP_EXTERNAL_HOST", d.external.value.host.clone());
         }
         for row in &self.table.rows {
-            let p = crate::report::json_name(&row.plane).to_uppercase();
+            let p = row.plane.name().to_uppercase();
             put(
                 &format!("NETSTRAP_{p}_ADVERTISED"),
-                crate::table::host_port(&row.external_host.value, row.external_port.value),
+                crate::addr::host_port(&row.external_host.value, row.external_port.value),
             );
             put(
                 &format!("NETSTRAP_{p}_CLUSTER"),
-                crate::table::host_port(&row.cluster_host.value, row.cluster_port.value),
+                crate::addr::host_port(&row.cluster_host.value, row.cluster_port.value),
             );
         }
         if let Some(id) = self.policy_id {
@@ -216,11 +212,7 @@ impl NodeFiles<'_> {
         }
         for row in &self.table.rows {
             let internal = self.upstream(row.plane).map(|a| a.port()).unwrap_or(row.port.value);
-            let (var, bind) = match row.plane {
-                Plane::Tcp => ("ANYLOG_SERVER_PORT", "TCP_BIND"),
-                Plane::Rest => ("ANYLOG_REST_PORT", "REST_BIND"),
-                Plane::Broker => ("ANYLOG_BROKER_PORT", "BROKER_BIND"),
-            };
+            let (var, bind) = (row.plane.port_var(), row.plane.bind_var());
             put(var, internal.to_string());
             // Never true: EdgeLake's scripts bind `*_BIND=true` to the node's own (pod) IP,
             // where netstrap's loopback relay cannot reach it. All interfaces works behind

@@ -15,11 +15,12 @@ use tracing::{info, warn};
 use crate::config::{Declarer, NodeType, Settings, VerifyMode};
 use crate::discover::{Discovery, discover};
 use crate::health::{Check, Health};
-use crate::planes::{NodeSnapshot, Shutdown};
+use crate::planes::Shutdown;
 use crate::policy::id::policy_id;
 use crate::policy::render::{config_policy, node_policy};
 use crate::registry::Registry;
 use crate::registry::declare::{Declared, declare};
+use crate::snapshot::{Declaration, NodeSnapshot};
 use crate::table::ConnectionTable;
 use crate::verify::EndpointCheck;
 
@@ -255,7 +256,7 @@ impl Advertiser {
         let checks = crate::verify::verify(table, &me, native, rest_tls, s.source_timeout, &relays).await;
         for c in &checks {
             let label = crate::metrics::EndpointLabel {
-                plane: crate::report::json_name(&c.plane),
+                plane: c.plane.name().to_string(),
                 endpoint: c.endpoint.clone(),
             };
             self.metrics.endpoint_verified.get_or_create(&label).set(i64::from(c.ok));
@@ -271,7 +272,7 @@ impl Advertiser {
             let failed: Vec<String> = checks
                 .iter()
                 .filter(|c| !c.ok)
-                .map(|c| format!("{} {}: {}", crate::report::json_name(&c.plane), c.endpoint, c.detail))
+                .map(|c| format!("{} {}: {}", c.plane.name(), c.endpoint, c.detail))
                 .collect();
             if failed.is_empty() {
                 self.health.ok(CHECK_VERIFY);
@@ -279,9 +280,9 @@ impl Advertiser {
                 self.health.set(CHECK_VERIFY, Check::Pending(failed.join("; ")));
             }
         }
-        let json = serde_json::to_value(&checks).unwrap_or_default();
+        let verification: std::sync::Arc<[_]> = checks.clone().into();
         self.publish(|next| {
-            next.verification = json;
+            next.verification = verification;
         });
         checks
     }
@@ -341,8 +342,8 @@ impl Advertiser {
             return Step::Retry;
         }
         self.publish(|next| {
-            next.table = serde_json::to_value(table).unwrap_or_default();
-            next.discovery = serde_json::to_value(d).unwrap_or_default();
+            next.table = Arc::new(table.clone());
+            next.discovery = Arc::new(d.clone());
         });
         let mut settled = true;
         // The previous address protects its policy only while the node still runs with it.
@@ -356,9 +357,9 @@ impl Advertiser {
                 settled = false;
                 self.health.set(node::CHECK_NODE, Check::Pending(st.problems.join("; ")));
             }
-            let json = serde_json::to_value(&st).unwrap_or_default();
+            let st = Arc::new(st);
             self.publish(|next| {
-                next.node = Some(json);
+                next.node = Some(st);
             });
         }
         // A generic or hidden node declares no policy (EdgeLake's main.al): nothing to check.
@@ -386,12 +387,12 @@ impl Advertiser {
                 warn!("cannot remove stale policies {removable:?}: {e}; retrying");
             }
         }
-        let declared = serde_json::json!({
-            "by": "node",
-            "expected": expected,
-            "current": found.current,
-            "stale": found.stale,
-        });
+        let declared = Declaration::Node {
+            by: "node",
+            expected: expected.clone(),
+            current: found.current.clone(),
+            stale: found.stale.clone(),
+        };
         match &found.current {
             Some(_) => self.health.ok(CHECK_POLICY),
             None => {
@@ -467,8 +468,8 @@ impl Advertiser {
             next.policy = Some(policy.clone());
             next.config_policy = Some(config.clone());
             next.identity.policy_id = id.clone();
-            next.table = serde_json::to_value(table).unwrap_or_default();
-            next.discovery = serde_json::to_value(d).unwrap_or_default();
+            next.table = Arc::new(table.clone());
+            next.discovery = Arc::new(d.clone());
         });
         if declared.as_ref().is_some_and(|(n, c)| *n == policy && *c == config) {
             // Declared and unchanged: one look-up says whether the registry still has it. A
@@ -511,9 +512,9 @@ impl Advertiser {
                 if !matches!(self.registry, Registry::None) {
                     self.health.ok(CHECK_POLICY);
                 }
-                let json = serde_json::to_value(&outcome).ok();
+                let outcome = outcome.clone();
                 self.publish(|next| {
-                    next.declared = json;
+                    next.declared = Some(Declaration::Netstrap(outcome));
                 });
                 *declared = Some((policy, config));
                 done

@@ -14,19 +14,15 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::addr::host_port;
 use crate::config::NodeType;
 use crate::registry::anylog::AnylogClient;
-use crate::table::{ConnectionTable, Plane, host_port};
+use crate::table::{ConnectionTable, Plane};
 
 /// Readiness check: the node serves and names itself with the advertised addresses.
 pub const CHECK_NODE: &str = "node";
 
-/// The address and port the node's policy must carry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Expected {
-    pub host: String,
-    pub port: u16,
-}
+pub use crate::snapshot::Expected;
 
 impl Expected {
     pub fn from_table(table: &ConnectionTable) -> Option<Expected> {
@@ -88,18 +84,7 @@ pub fn policy_id(policy: &Value) -> Option<String> {
     inner.get("id").and_then(Value::as_str).map(String::from)
 }
 
-/// The node as it reports itself over its REST API.
-#[derive(Debug, Default, Serialize)]
-pub struct NodeStatus {
-    /// `get processes where format=json`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub processes: Option<Value>,
-    /// `get connections where format=json`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connections: Option<Value>,
-    /// Why the node does not serve what is advertised; empty when it does.
-    pub problems: Vec<String>,
-}
+pub use crate::snapshot::NodeStatus;
 
 impl NodeStatus {
     /// Whether the node's TCP server names itself with this address.

@@ -6,156 +6,38 @@
 //! reported (all of them, not just the first) naming the variable, the value and what is
 //! accepted.
 
+mod choices;
+mod error;
+pub mod ledger;
 mod node_type;
+mod planes;
+mod reader;
 mod source;
+mod tls;
 pub mod variables;
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use choices::{
+    BrokerMode, Declarer, EnvironmentChoice, ExternalStep, IpFamily, Secret, TcpMode, VerifyMode,
+};
+pub use error::{ConfigError, ConfigErrors};
+pub use ledger::Ledger;
 pub use node_type::NodeType;
+pub use planes::{
+    BrokerLimits, DEFAULT_BROKER_BACKLOG, DEFAULT_BROKER_SLOW_SUBSCRIBER_TIMEOUT,
+    DEFAULT_REST_MAX_CONNECTIONS,
+};
+use reader::{Reader, byte_size};
 pub use source::{Layers, Origin, parse_toml, read_toml_file};
+pub use tls::TlsSettings;
+use tls::tls_settings;
 
 use crate::provenance::{Found, Provenance};
-
-/// A configuration problem, phrased so the operator knows what to change.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{key}={value:?} ({origin}): {problem}; accepted: {accepted}")]
-    Invalid { key: String, value: String, origin: String, problem: String, accepted: String },
-    #[error("{key} ({origin}) is not a netstrap variable; {hint}")]
-    UnknownKey { key: String, origin: String, hint: String },
-    #[error("configuration file {}: {reason}", path.display())]
-    File { path: PathBuf, reason: String },
-}
-
-/// All configuration problems found at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem(s)):", self.0.len())?;
-        for e in &self.0 {
-            writeln!(f, "  - {e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// A value that must never be logged or served (passwords): `Debug` prints `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// How the environment kind is decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EnvironmentChoice {
-    Auto,
-    Kubernetes,
-    Docker,
-    Host,
-}
-
-/// Preferred IP family for the local IP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IpFamily {
-    Ipv4,
-    Ipv6,
-}
-
-/// One step of the external IP chain (`NETSTRAP_EXTERNAL_SOURCES`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExternalStep {
-    Explicit,
-    Service,
-    Node,
-    Aws,
-    Gcp,
-    Azure,
-    Stun,
-    Echo,
-    Fallback,
-}
-
-impl ExternalStep {
-    const ALL: &[(&str, ExternalStep)] = &[
-        ("explicit", ExternalStep::Explicit),
-        ("service", ExternalStep::Service),
-        ("node", ExternalStep::Node),
-        ("aws", ExternalStep::Aws),
-        ("gcp", ExternalStep::Gcp),
-        ("azure", ExternalStep::Azure),
-        ("stun", ExternalStep::Stun),
-        ("echo", ExternalStep::Echo),
-        ("fallback", ExternalStep::Fallback),
-    ];
-}
-
-/// What self-verification does (`NETSTRAP_VERIFY`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VerifyMode {
-    Off,
-    Report,
-    Gate,
-}
-
-/// How the tcp plane serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TcpMode {
-    Native,
-    Relay,
-}
-
-/// How the broker plane serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BrokerMode {
-    Embedded,
-    Relay,
-    Off,
-}
-
-/// TLS on the rest and broker planes (`NETSTRAP_TLS_*`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// The rest plane serves HTTPS only.
-    pub rest: bool,
-    /// The broker plane serves MQTT over TLS only.
-    pub broker: bool,
-}
-
-/// Who declares the node policy (`NETSTRAP_DECLARE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Declarer {
-    /// netstrap renders and declares the node policy (a node without its own scripts).
-    Netstrap,
-    /// The node declares it with its own scripts (EdgeLake's main.al); netstrap gives them
-    /// stable inputs in `netstrap.env`, relays to the node's own listeners, checks the
-    /// registry and removes stale copies of the node's policy (docs/edgelake.md).
-    Node,
-}
 
 /// The variable a plane's listening port came from, for error messages.
 fn listen_key(p: &PlaneSettings, own: &'static str, node: &'static str) -> &'static str {
@@ -250,14 +132,15 @@ pub struct Settings {
     pub broker_slow_subscriber_timeout: Option<Duration>,
     /// The embedded broker's subscription limits (`NETSTRAP_BROKER_MAX_SUBSCRIPTIONS`,
     /// `NETSTRAP_BROKER_MAX_FILTERS`).
-    pub broker_limits: crate::planes::broker_guard::Limits,
+    pub broker_limits: BrokerLimits,
     /// `NETSTRAP_BROKER_ANONYMOUS`: the embedded broker may accept clients without
     /// credentials on an address beyond loopback.
     pub broker_anonymous: Found<bool>,
     /// `NETSTRAP_READY_UPSTREAM`: readiness requires the node's upstreams to accept.
     pub ready_upstream: bool,
 
-    pub ledger: Option<String>,
+    /// `NETSTRAP_LEDGER`.
+    pub ledger: Ledger,
     pub declare: Found<Declarer>,
     /// `IS_HIDDEN`: EdgeLake's scripts declare no node policy for this master/query/publisher.
     pub is_hidden: bool,
@@ -282,241 +165,6 @@ pub struct Settings {
 /// not its line per skipped read position (`rumqttd::segments`), which can come thousands of
 /// times a second: `planes::broker_drops` reports those, counted and at most every 10 s.
 pub const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off,rumqttd::segments=off";
-
-/// `NETSTRAP_BROKER_BACKLOG` when unset.
-pub const DEFAULT_BROKER_BACKLOG: usize = 4 << 20;
-
-/// `NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT` when unset (docs/broker.md says why 30 s).
-pub const DEFAULT_BROKER_SLOW_SUBSCRIBER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `4096`, `512KiB`, `16MiB`, `1GiB` (also `KB`/`MB`/`GB`, read as powers of 1024) → bytes,
-/// within 64 KiB ..= 4 GiB.
-fn byte_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| "not a number".to_string())?;
-    let shift = match unit.trim() {
-        "" | "B" => 0,
-        "KiB" | "KB" | "K" | "k" => 10,
-        "MiB" | "MB" | "M" => 20,
-        "GiB" | "GB" | "G" => 30,
-        other => return Err(format!("unknown unit {other:?}")),
-    };
-    let bytes = n.checked_shl(shift).filter(|b| b >> shift == n).ok_or("out of range")?;
-    if !(64 << 10..=4 << 30).contains(&bytes) {
-        return Err("out of range".into());
-    }
-    usize::try_from(bytes).map_err(|_| "too large for this platform".into())
-}
-
-const TRUE_SPELLINGS: &[&str] = &["true", "True", "TRUE"];
-const FALSE_SPELLINGS: &[&str] = &["false", "False", "FALSE"];
-
-/// Reads typed values out of the layers, collecting every error.
-struct Reader<'a> {
-    layers: &'a Layers,
-    errors: Vec<ConfigError>,
-}
-
-impl<'a> Reader<'a> {
-    fn raw(&self, key: &str) -> Option<(&'a str, Provenance)> {
-        // Every variable read is documented (and so accepted in a configuration file).
-        debug_assert!(variables::find(key).is_some(), "{key} is read but missing from config/variables.rs");
-        self.layers.get(key).map(|(v, origin)| (v, Provenance::new(format!("{origin} {key}"))))
-    }
-
-    fn parse<T>(
-        &mut self,
-        key: &str,
-        accepted: &str,
-        f: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<Found<T>> {
-        let (value, why) = self.raw(key)?;
-        match f(value) {
-            Ok(v) => Some(Found::new(v, why)),
-            Err(problem) => {
-                let origin = self.layers.get(key).map(|(_, o)| o.to_string()).unwrap_or_default();
-                self.errors.push(ConfigError::Invalid {
-                    key: key.to_string(),
-                    value: value.to_string(),
-                    origin,
-                    problem,
-                    accepted: accepted.to_string(),
-                });
-                None
-            }
-        }
-    }
-
-    fn string(&mut self, key: &str) -> Option<Found<String>> {
-        self.parse(key, "any text", |s| Ok(s.to_string()))
-    }
-
-    fn text(&mut self, key: &str, default: &str) -> String {
-        self.string(key).map(|f| f.value).unwrap_or_else(|| default.to_string())
-    }
-
-    /// Text that goes into a policy EdgeLake must store: no control character (a newline
-    /// cannot go in the request header that carries a look-up, nor in a policy line), no `>`
-    /// (it ends the `<var={json}>` body of `blockchain insert`: err 11) and, for what is
-    /// looked up by value (`where name="…"`), no `"` and no leading `!` (a variable to
-    /// EdgeLake); no `'` in `COMPANY_NAME` (a master's SQL insert breaks on it). Such a value
-    /// could never be declared; it is refused here rather than retried forever.
-    fn policy_text(&mut self, key: &str, looked_up: bool) -> Option<Found<String>> {
-        let accepted = if key == "COMPANY_NAME" {
-            "text without control characters, '>', '\"' or \"'\", not starting with '!'"
-        } else if looked_up {
-            "text without control characters, '>' or '\"', not starting with '!'"
-        } else {
-            "text without control characters or '>'"
-        };
-        self.parse(key, accepted, |s| {
-            if let Some(c) = s.chars().find(|c| c.is_control()) {
-                return Err(format!("it contains the control character {c:?}, which EdgeLake cannot store"));
-            }
-            if s.contains('>') {
-                return Err("it contains '>', which ends EdgeLake's policy body (err 11)".into());
-            }
-            if looked_up && s.contains('"') {
-                return Err("it contains '\"', which EdgeLake's look-up by value cannot carry".into());
-            }
-            if looked_up && s.starts_with('!') {
-                return Err(
-                    "it starts with '!', which EdgeLake's look-up by value reads as a variable (err 240)"
-                        .into(),
-                );
-            }
-            if key == "COMPANY_NAME" && s.contains('\'') {
-                // db_info.policy_to_insert: `'%s'` % company, unescaped: the insert fails.
-                return Err("it contains \"'\", which an EdgeLake master writes unescaped into the SQL of \
-                            its ledger table: the policy is never stored"
-                    .into());
-            }
-            Ok(s.to_string())
-        })
-    }
-
-    fn port(&mut self, key: &str) -> Option<Found<u16>> {
-        self.parse(key, "a port number 1-65535", |s| match s.parse::<u32>() {
-            Ok(0) => Err("port 0 cannot be advertised".into()),
-            Ok(p) if p <= 65535 => Ok(p as u16),
-            Ok(_) => Err("out of range".into()),
-            Err(_) => Err("not a number".into()),
-        })
-    }
-
-    fn bool(&mut self, key: &str, default: bool) -> Found<bool> {
-        self.parse(key, "true or false (also True/TRUE/False/FALSE)", |s| {
-            if TRUE_SPELLINGS.contains(&s) {
-                Ok(true)
-            } else if FALSE_SPELLINGS.contains(&s) {
-                Ok(false)
-            } else {
-                Err("not a boolean".into())
-            }
-        })
-        .unwrap_or_else(|| Found::new(default, Provenance::new(format!("default {key}={default}"))))
-    }
-
-    fn threads(&mut self, key: &str) -> Found<u16> {
-        self.parse(key, "a whole number from 1 to 1024", |s| match s.parse::<i64>() {
-            Ok(n) if (1..=1024).contains(&n) => Ok(n as u16),
-            Ok(_) => Err("out of range".into()),
-            Err(_) => Err("not a whole number".into()),
-        })
-        .unwrap_or_else(|| Found::new(6, Provenance::new(format!("default {key}=6"))))
-    }
-
-    fn ip(&mut self, key: &str) -> Option<Found<IpAddr>> {
-        self.parse(key, "an IPv4 or IPv6 address, e.g. 10.0.0.5 or fd00::5", |s| {
-            s.parse::<IpAddr>().map_err(|_| "not an IP address".into())
-        })
-    }
-
-    fn socket(&mut self, key: &str) -> Option<SocketAddr> {
-        self.parse(key, "ip:port, e.g. 127.0.0.1:32048 or [::1]:32048", |s| {
-            s.parse::<SocketAddr>().map_err(|_| "not an ip:port address".into())
-        })
-        .map(|f| f.value)
-    }
-
-    fn choice<T: Copy>(&mut self, key: &str, options: &[(&str, T)]) -> Option<Found<T>> {
-        let accepted = options.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
-        self.parse(key, &accepted, |s| {
-            options
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(s))
-                .map(|(_, v)| *v)
-                .ok_or_else(|| "unknown value".into())
-        })
-    }
-
-    fn list(&mut self, key: &str) -> Vec<String> {
-        self.string(key)
-            .map(|f| f.value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
-            .unwrap_or_default()
-    }
-}
-
-/// `NETSTRAP_TLS_CERT`, `NETSTRAP_TLS_KEY` (both or neither) and `NETSTRAP_TLS_PLANES`.
-/// The files are read when the planes start, not here (parsing does no I/O).
-fn tls_settings(r: &mut Reader, layers: &Layers) -> Option<TlsSettings> {
-    let cert = r.string("NETSTRAP_TLS_CERT").filter(|f| !f.value.is_empty());
-    let key = r.string("NETSTRAP_TLS_KEY").filter(|f| !f.value.is_empty());
-    let planes = r.parse(
-        "NETSTRAP_TLS_PLANES",
-        "a comma-separated subset of rest, broker (the tcp plane has no TLS: EdgeLake's peer protocol is plain TCP)",
-        |s| {
-            let mut rest = false;
-            let mut broker = false;
-            for item in s.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                match item.to_ascii_lowercase().as_str() {
-                    "rest" => rest = true,
-                    "broker" => broker = true,
-                    "tcp" => return Err("the tcp plane cannot use TLS".to_string()),
-                    other => return Err(format!("unknown plane `{other}`")),
-                }
-            }
-            if rest || broker { Ok((rest, broker)) } else { Err("no plane named".into()) }
-        },
-    );
-    let origin = |key: &str| layers.get(key).map(|(_, o)| o.to_string()).unwrap_or_default();
-    match (cert, key) {
-        (Some(cert), Some(key)) => {
-            let (rest, broker) = planes.map(|f| f.value).unwrap_or((true, true));
-            Some(TlsSettings { cert: PathBuf::from(cert.value), key: PathBuf::from(key.value), rest, broker })
-        }
-        (None, None) => {
-            if planes.is_some() {
-                r.errors.push(ConfigError::Invalid {
-                    key: "NETSTRAP_TLS_PLANES".into(),
-                    value: layers.get("NETSTRAP_TLS_PLANES").map(|(v, _)| v.to_string()).unwrap_or_default(),
-                    origin: origin("NETSTRAP_TLS_PLANES"),
-                    problem: "TLS planes are chosen but no certificate is set".into(),
-                    accepted: "set NETSTRAP_TLS_CERT and NETSTRAP_TLS_KEY, or unset NETSTRAP_TLS_PLANES"
-                        .into(),
-                });
-            }
-            None
-        }
-        (Some(set), None) | (None, Some(set)) => {
-            let (have, missing) = if layers.get("NETSTRAP_TLS_CERT").is_some_and(|(v, _)| !v.is_empty()) {
-                ("NETSTRAP_TLS_CERT", "NETSTRAP_TLS_KEY")
-            } else {
-                ("NETSTRAP_TLS_KEY", "NETSTRAP_TLS_CERT")
-            };
-            r.errors.push(ConfigError::Invalid {
-                key: have.into(),
-                value: set.value,
-                origin: origin(have),
-                problem: format!("{have} is set but {missing} is not; the certificate and key go together"),
-                accepted: "both NETSTRAP_TLS_CERT and NETSTRAP_TLS_KEY (PEM files), or neither".into(),
-            });
-            None
-        }
-    }
-}
 
 impl Settings {
     /// Whether EdgeLake's own main.al declares a node policy for this node: not for a generic
@@ -741,7 +389,7 @@ impl Settings {
                     Err(_) => Err("not a whole number".into()),
                 }
             })
-            .map_or(crate::planes::rest::DEFAULT_MAX_CONNECTIONS, |f| f.value);
+            .map_or(DEFAULT_REST_MAX_CONNECTIONS, |f| f.value);
 
         let tcp_upstream = r.socket("NETSTRAP_TCP_UPSTREAM");
         let tcp_mode = r
@@ -804,8 +452,8 @@ impl Settings {
             .map(|f| f.value)
             .unwrap_or(default)
         };
-        let defaults = crate::planes::broker_guard::Limits::default();
-        let broker_limits = crate::planes::broker_guard::Limits {
+        let defaults = BrokerLimits::default();
+        let broker_limits = BrokerLimits {
             subscriptions_per_client: count(
                 "NETSTRAP_BROKER_MAX_SUBSCRIPTIONS",
                 65_535,
@@ -932,7 +580,10 @@ impl Settings {
             broker_slow_subscriber_timeout,
             broker_limits,
             broker_anonymous,
-            ledger: r.string("NETSTRAP_LEDGER").map(|f| f.value),
+            ledger: r
+                .parse("NETSTRAP_LEDGER", ledger::ACCEPTED, |s| Ledger::parse(s).map_err(String::from))
+                .map(|f| f.value)
+                .unwrap_or_default(),
             declare,
             is_hidden: r.bool("IS_HIDDEN", false).value,
             verify: r
@@ -967,19 +618,6 @@ impl Settings {
 
         let mut errors = r.errors;
         errors.extend(settings.consistency_errors());
-        if let Err(e) = crate::registry::Registry::parse(
-            settings.ledger.as_deref(),
-            &settings.ledger_conn.value,
-            crate::registry::REQUEST_TIMEOUT,
-        ) {
-            errors.push(ConfigError::Invalid {
-                key: "NETSTRAP_LEDGER".into(),
-                value: settings.ledger.clone().unwrap_or_default(),
-                origin: layers.get("NETSTRAP_LEDGER").map(|(_, o)| o.to_string()).unwrap_or_default(),
-                problem: e,
-                accepted: "anylog://host:port, file:///path/blockchain.json or none".into(),
-            });
-        }
         // A filter that does not parse was silently replaced by `info`: say so instead.
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&settings.log) {
             errors.push(ConfigError::Invalid {

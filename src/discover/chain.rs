@@ -172,7 +172,7 @@ async fn external_chain(
 }
 
 fn step_name(step: ExternalStep) -> String {
-    crate::report::json_name(&step)
+    crate::provenance::json_name(&step)
 }
 
 async fn external_step(

@@ -120,3 +120,11 @@ pub struct Discovery {
     /// Values that are needed and could not be determined: `netstrap discover` fails.
     pub problems: Vec<String>,
 }
+
+impl Discovery {
+    /// Whether the external address is one outside peers can dial.
+    pub fn advertises_external(&self) -> bool {
+        self.external.value.reach == external::Reach::Ingress
+            && self.external.value.source != external::ExternalIpSource::LocalFallback
+    }
+}

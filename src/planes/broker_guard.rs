@@ -37,20 +37,8 @@ pub const MAX_FILTER_LEN: usize = 1024;
 /// connection (a SUBSCRIBE this big is a flood, not a client).
 pub const MAX_INSPECTED: usize = 64 * 1024;
 
-/// The front door's limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Topic filters one connection may hold (`NETSTRAP_BROKER_MAX_SUBSCRIPTIONS`).
-    pub subscriptions_per_client: usize,
-    /// Distinct topic filters the broker takes on since start (`NETSTRAP_BROKER_MAX_FILTERS`).
-    pub filters: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { subscriptions_per_client: 32, filters: 64 }
-    }
-}
+/// The front door's limits (configured in [`crate::config`]).
+pub use crate::config::BrokerLimits as Limits;
 
 /// State shared by every connection of one embedded broker.
 pub struct Guard {

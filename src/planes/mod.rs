@@ -10,8 +10,6 @@ pub mod tcp;
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
 /// Stops the planes: cancelled when shutdown starts (stop accepting, finish in-flight work).
 pub type Shutdown = tokio_util::sync::CancellationToken;
 
@@ -69,48 +67,4 @@ pub(crate) async fn accept_loop<F, Fut>(
     tracker.wait().await;
 }
 
-/// Who this node is, as the peer protocol's `hello` and `/v1/identity` answer.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Identity {
-    pub name: String,
-    pub node_type: String,
-    /// Random per process: tells replicas behind one Service apart.
-    pub instance_id: String,
-    /// The declared node policy's id, once known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_id: Option<String>,
-    /// Advertised endpoints, `plane -> host:port` strings.
-    #[serde(default)]
-    pub endpoints: Vec<String>,
-}
-
-/// What the planes serve about the node; replaced as a whole when it changes.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct NodeSnapshot {
-    pub identity: Identity,
-    /// The connection table (JSON of `ConnectionTable`).
-    pub table: serde_json::Value,
-    /// The discovery behind it (JSON of `Discovery`).
-    pub discovery: serde_json::Value,
-    /// The node policy, once rendered.
-    pub policy: Option<serde_json::Value>,
-    /// The config policy, once rendered.
-    pub config_policy: Option<serde_json::Value>,
-    /// What declaring the node policy did last (JSON of `Declared`).
-    pub declared: Option<serde_json::Value>,
-    /// Self-verification of every advertised endpoint (JSON list of `EndpointCheck`).
-    pub verification: serde_json::Value,
-    /// The last reachability check of the registry's nodes (JSON list of `PeerReport`, or an
-    /// error), serialized once: it can list thousands of nodes, and the snapshot is cloned
-    /// on every change and read on every request.
-    pub peers: Option<Arc<serde_json::value::RawValue>>,
-    /// Set by `GET /v1/peers`, cleared by the peer check it asks for: the check (every node
-    /// read from the registry, each dialed) runs only for someone who looks at its result.
-    #[serde(skip)]
-    pub peers_asked: Arc<std::sync::atomic::AtomicBool>,
-    /// `NETSTRAP_DECLARE=node`: how the node reports itself (JSON of `NodeStatus`).
-    pub node: Option<serde_json::Value>,
-}
-
-/// The current snapshot, readable from any plane.
-pub type SnapshotRx = tokio::sync::watch::Receiver<Arc<NodeSnapshot>>;
+pub use crate::snapshot::{Identity, NodeSnapshot, SnapshotRx};

@@ -64,7 +64,7 @@ pub struct RestOptions {
 }
 
 /// `NETSTRAP_REST_MAX_CONNECTIONS` by default: ~45 MiB of idle connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_MAX_CONNECTIONS: usize = crate::config::DEFAULT_REST_MAX_CONNECTIONS;
 
 impl Default for RestOptions {
     fn default() -> Self {

@@ -16,7 +16,6 @@ use serde_json::{Map, Value, json};
 use crate::config::{NodeType, Settings};
 use crate::discover::Discovery;
 use crate::discover::environment::EnvironmentKind;
-use crate::discover::external::{ExternalIpSource, Reach};
 use crate::table::{ConnectionTable, Plane};
 
 /// Why a policy cannot be rendered.
@@ -67,11 +66,6 @@ pub fn node_name(settings: &Settings, d: &Discovery) -> String {
     }
 }
 
-/// Whether the external address is one outside peers can dial.
-pub fn advertises_external(d: &Discovery) -> bool {
-    d.external.value.reach == Reach::Ingress && d.external.value.source != ExternalIpSource::LocalFallback
-}
-
 /// The node policy `{"<type>": {...}}` in EdgeLake's field order.
 pub fn node_policy(
     settings: &Settings,
@@ -79,7 +73,7 @@ pub fn node_policy(
     table: &ConnectionTable,
     cluster_id: Option<&str>,
 ) -> Result<Value, RenderError> {
-    let external = advertises_external(d);
+    let external = d.advertises_external();
     let port = |plane: Plane| {
         table.row(plane).map(|r| if external { r.external_port.value } else { r.cluster_port.value })
     };

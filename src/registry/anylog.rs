@@ -53,7 +53,7 @@ pub const USER_AGENT: &str = "AnyLog/1.23";
 const MAX_LOOKUP: usize = 4 * 1024 * 1024;
 /// Largest reply read to a list of every node of a type: ~25 000 policies of the usual
 /// ~600 bytes. Read into one buffer and parsed one policy at a time into what the peer check
-/// needs ([`crate::peers::Node`]), so the list costs about its own size, not a JSON tree of it
+/// needs ([`crate::registry::Node`]), so the list costs about its own size, not a JSON tree of it
 /// (a 30 MiB reply took 1.1 GiB that way).
 const MAX_LIST: usize = 16 * 1024 * 1024;
 
@@ -168,7 +168,7 @@ impl AnylogClient {
     }
 
     /// Every node of `policy_type`, read and parsed within [`MAX_LIST`].
-    pub async fn get_nodes(&self, policy_type: &str) -> Result<Vec<crate::peers::Node>, AnylogError> {
+    pub async fn get_nodes(&self, policy_type: &str) -> Result<Vec<crate::registry::Node>, AnylogError> {
         check_word("policy type", policy_type)?;
         let command = format!("blockchain get {policy_type}");
         let reply = self.read(&command, MAX_LIST).await?;
@@ -425,8 +425,8 @@ fn verb(command: &str) -> &str {
     command.split(" where ").next().unwrap_or(command)
 }
 
-/// A JSON array of policies, turned into [`crate::peers::Node`]s one element at a time.
-struct NodeList<'a>(&'a mut Vec<crate::peers::Node>);
+/// A JSON array of policies, turned into [`crate::registry::Node`]s one element at a time.
+struct NodeList<'a>(&'a mut Vec<crate::registry::Node>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for NodeList<'_> {
     type Value = ();
@@ -442,7 +442,7 @@ impl<'de> serde::de::Visitor<'de> for NodeList<'_> {
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(policy) = seq.next_element::<Value>()? {
-            self.0.extend(crate::peers::Node::from_policy(&policy));
+            self.0.extend(crate::registry::Node::from_policy(&policy));
         }
         Ok(())
     }

@@ -66,7 +66,7 @@ struct Index {
     live: HashMap<Box<str>, Entry>,
     /// The last [`FileLedger::nodes`] answer and `read_to` when it was made: a watch pass over
     /// an unchanged ledger reads no policy again.
-    nodes: Option<(u64, Arc<[crate::peers::Node]>)>,
+    nodes: Option<(u64, Arc<[crate::registry::Node]>)>,
 }
 
 /// Where a live policy's line is, and what identifies it.
@@ -347,7 +347,7 @@ impl FileLedger {
 
     /// Every live node of the given types, read one policy at a time into what the peer check
     /// needs.
-    pub fn nodes(&self, types: &[&str]) -> Result<Arc<[crate::peers::Node]>, RegistryError> {
+    pub fn nodes(&self, types: &[&str]) -> Result<Arc<[crate::registry::Node]>, RegistryError> {
         self.locked(false, |index, file| {
             let Some(file) = file else { return Ok(Arc::from([])) };
             if let Some((at, nodes)) = &index.nodes
@@ -358,9 +358,9 @@ impl FileLedger {
             let entries = index.entries(|e| types.contains(&&*e.policy_type));
             let mut nodes = Vec::with_capacity(entries.len());
             for (_, e) in entries {
-                nodes.extend(crate::peers::Node::from_policy(&self.read(file, e)?));
+                nodes.extend(crate::registry::Node::from_policy(&self.read(file, e)?));
             }
-            let nodes: Arc<[crate::peers::Node]> = nodes.into();
+            let nodes: Arc<[crate::registry::Node]> = nodes.into();
             index.nodes = Some((index.read_to, nodes.clone()));
             Ok(nodes)
         })

@@ -6,6 +6,9 @@
 pub mod anylog;
 pub mod declare;
 pub mod file;
+pub mod node;
+
+pub use node::{NODE_TYPES, Node};
 
 use std::time::Duration;
 
@@ -13,6 +16,8 @@ use serde_json::Value;
 
 use anylog::{AnylogClient, AnylogError};
 use file::FileLedger;
+
+use crate::config::Ledger;
 
 /// Why a registry operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,33 +47,15 @@ pub enum Registry {
 }
 
 impl Registry {
-    /// Parse `NETSTRAP_LEDGER`. `master` is `LEDGER_CONN` (where an EdgeLake node pushes
-    /// what it is given); `timeout` bounds each REST request.
-    pub fn parse(setting: Option<&str>, master: &str, timeout: Duration) -> Result<Registry, String> {
-        let Some(s) = setting.map(str::trim).filter(|s| !s.is_empty() && *s != "none") else {
-            return Ok(Registry::None);
-        };
-        if let Some(path) = s.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(format!(
-                    "NETSTRAP_LEDGER={s}: a file ledger needs an absolute path, e.g. file:///data/blockchain.json"
-                ));
-            }
-            return Ok(Registry::File(FileLedger::new(path)));
+    /// The registry `NETSTRAP_LEDGER` names (checked when the configuration was parsed).
+    /// `master` is `LEDGER_CONN` (where an EdgeLake node pushes what it is given); `timeout`
+    /// bounds each REST request.
+    pub fn open(ledger: &Ledger, master: &str, timeout: Duration) -> Registry {
+        match ledger {
+            Ledger::None => Registry::None,
+            Ledger::File(path) => Registry::File(FileLedger::new(path)),
+            Ledger::Anylog(addr) => Registry::Anylog(AnylogClient::new(addr, master, timeout)),
         }
-        if let Some(addr) = s.strip_prefix("anylog://") {
-            let addr = addr.trim_end_matches('/');
-            let port_ok = addr
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !port_ok || addr.contains('/') {
-                return Err(format!(
-                    "NETSTRAP_LEDGER={s}: an EdgeLake registry is anylog://host:rest_port, e.g. anylog://edgelake-master:32049"
-                ));
-            }
-            return Ok(Registry::Anylog(AnylogClient::new(addr, master, timeout)));
-        }
-        Err(format!("NETSTRAP_LEDGER={s}: expected anylog://host:port, file:///path/blockchain.json or none"))
     }
 
     /// Stored policies with this identity.
@@ -89,17 +76,17 @@ impl Registry {
         }
     }
 
-    /// Every node (policies of the types in [`crate::peers::NODE_TYPES`]).
-    pub async fn nodes(&self) -> Result<Vec<crate::peers::Node>, RegistryError> {
+    /// Every node (policies of the types in [`crate::registry::NODE_TYPES`]).
+    pub async fn nodes(&self) -> Result<Vec<crate::registry::Node>, RegistryError> {
         match self {
             Registry::None => Ok(Vec::new()),
             Registry::File(f) => {
                 let f = f.clone();
-                Ok(blocking(move || f.nodes(crate::peers::NODE_TYPES)).await?.to_vec())
+                Ok(blocking(move || f.nodes(crate::registry::NODE_TYPES)).await?.to_vec())
             }
             Registry::Anylog(a) => {
                 let mut all = Vec::new();
-                for ty in crate::peers::NODE_TYPES {
+                for ty in crate::registry::NODE_TYPES {
                     all.extend(a.get_nodes(ty).await?);
                 }
                 Ok(all)

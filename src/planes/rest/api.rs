@@ -65,14 +65,13 @@ pub fn readyz_response(s: &RestState, q: Option<&str>) -> Response {
     if verbose {
         // Self-verification per endpoint; it gates readiness only as the `verify` check.
         let snap = s.snapshot.borrow().clone();
-        for c in snap.verification.as_array().into_iter().flatten() {
-            let ok = c["ok"].as_bool().unwrap_or(false);
+        for c in snap.verification.iter() {
             body.push_str(&format!(
                 "verify {} {} {}: {}\n",
-                c["plane"].as_str().unwrap_or("?"),
-                c["endpoint"].as_str().unwrap_or("?"),
-                if ok { "ok" } else { "failed" },
-                c["detail"].as_str().unwrap_or("")
+                c.plane.name(),
+                c.endpoint,
+                if c.ok { "ok" } else { "failed" },
+                c.detail
             ));
         }
     }
