@@ -1,8 +1,9 @@
 //! The admin listener (`NETSTRAP_ADMIN_ADDR`): `/metrics` and `/v1/*` on an address of their
 //! own, off the public rest port that a LoadBalancer or NodePort Service exposes. When it is
-//! set the rest plane answers 404 for those paths; kubelet's probes (`/livez`, `/readyz`) and
-//! EdgeLake's health answers stay on the rest port, where the pod spec points them (the admin
-//! listener answers the probes too). Plain HTTP, never proxied to the node, at most
+//! set the rest plane answers 404 for those paths; kubelet's probes (`/livez`, `/readyz`),
+//! EdgeLake's health answers and `/v1/identity` stay on the rest port: the pod spec points
+//! the probes there, and self-verification asks `/v1/identity` through the advertised (public)
+//! endpoints. The admin listener answers those too. Plain HTTP, never proxied to the node, at most
 //! [`MAX_CONNECTIONS`] connections; it is served on the control runtime, apart from the rest
 //! plane's event loops, so a saturated rest plane does not hold up a scrape.
 //!

@@ -155,7 +155,7 @@ pub const NETSTRAP: &[Variable] = &[
     v(
         "NETSTRAP_ADMIN_ADDR",
         "unset (`/metrics` and `/v1/*` on the rest port)",
-        "ip:port of a separate admin listener (plain HTTP) serving `/metrics` and `/v1/*`; when set, the rest port answers 404 for those and keeps the probes (`/livez`, `/readyz`, `/health`); a bind failure stops start-up",
+        "ip:port of a separate admin listener (plain HTTP) serving `/metrics` and `/v1/*`; when set, the rest port answers 404 for those but keeps the probes (`/livez`, `/readyz`, `/health`) and `/v1/identity` (self-verification); a bind failure stops start-up",
     ),
     v(
         "NETSTRAP_READY_UPSTREAM",

@@ -11,8 +11,9 @@
 //! | `GET /metrics` | Prometheus text 0.0.4, OpenMetrics when `Accept` asks for it |
 //! | anything else | proxied to `NETSTRAP_REST_UPSTREAM`, else 404 |
 //!
-//! With `NETSTRAP_ADMIN_ADDR` set, `/metrics` and `/v1/*` move to that listener
-//! ([`Endpoints`]) and answer 404 here; the probes stay.
+//! With `NETSTRAP_ADMIN_ADDR` set, `/metrics` and `/v1/*` but `/v1/identity` move to that
+//! listener ([`Endpoints`]) and answer 404 here; the probes and `/v1/identity` (which
+//! self-verification asks through the public endpoints) stay.
 //!
 //! Connections are served by hyper directly (not `axum::serve`) so the header-read time and
 //! header size are bounded and shutdown is graceful.
@@ -75,8 +76,9 @@ pub enum Endpoints {
     /// The rest plane without an admin listener: everything, the rest proxied.
     #[default]
     All,
-    /// The rest plane beside an admin listener: the probes and EdgeLake's health answers;
-    /// `/metrics` and `/v1/*` answer 404 (they are not proxied either); the rest proxied.
+    /// The rest plane beside an admin listener: the probes, EdgeLake's health answers and
+    /// `/v1/identity`; `/metrics` and the rest of `/v1/*` answer 404 (they are not proxied
+    /// either); the rest proxied.
     Public,
     /// The admin listener: `/metrics`, `/v1/*` and the probes; 404 for anything else
     /// (nothing is proxied).
@@ -156,9 +158,9 @@ impl RestState {
 /// The router, for serving and for tests.
 pub fn router(state: RestState) -> axum::Router {
     let routes = match state.options.endpoints {
-        Endpoints::All => api::probes().merge(api::admin()).fallback(proxy::forward),
-        Endpoints::Public => api::probes().merge(api::moved()).fallback(proxy::forward),
-        Endpoints::Admin => api::probes().merge(api::admin()).fallback(api::not_found),
+        Endpoints::All => api::public().merge(api::admin()).fallback(proxy::forward),
+        Endpoints::Public => api::public().merge(api::moved()).fallback(proxy::forward),
+        Endpoints::Admin => api::public().merge(api::admin()).fallback(api::not_found),
     };
     routes.layer(axum::middleware::from_fn_with_state(state.clone(), observe)).with_state(state)
 }

@@ -12,28 +12,32 @@ use serde_json::json;
 
 use super::RestState;
 
-/// kubelet's probes and EdgeLake's health answers: on the rest plane always.
-pub fn probes() -> axum::Router<RestState> {
+/// On the rest plane always: kubelet's probes, EdgeLake's health answers, and
+/// `/v1/identity`, which self-verification (`crate::verify`) asks through the advertised
+/// endpoints — the public ones.
+pub fn public() -> axum::Router<RestState> {
     axum::Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/health", get(health))
         .route("/healthz", get(health))
         .route("/api/status", get(status))
+        .route("/v1/identity", get(identity))
 }
 
-/// `/metrics` and `/v1/*`: on the admin listener when there is one, else on the rest plane.
+/// `/metrics` and the rest of `/v1/*`: on the admin listener when there is one, else on the
+/// rest plane.
 pub fn admin() -> axum::Router<RestState> {
     axum::Router::new()
         .route("/v1/network", get(network))
-        .route("/v1/identity", get(identity))
         .route("/metrics", get(metrics))
         .route("/v1/policy", get(policy))
         .route("/v1/policy/config", get(config_policy))
         .route("/v1/peers", get(peers))
 }
 
-/// The rest plane beside an admin listener: what moved there is not found here (nor proxied).
+/// The rest plane beside an admin listener: what moved there is not found here (nor proxied;
+/// `/v1/identity`, routed by [`public`], takes precedence over the wildcard).
 pub fn moved() -> axum::Router<RestState> {
     axum::Router::new()
         .route("/metrics", any(not_found))
