@@ -100,7 +100,7 @@ pub struct Metrics {
     pub http_requests: Family<RequestLabel, Counter>,
     /// Time from a request's head to its response head, by route (kubelet's `GET /livez` and
     /// `GET /readyz`, answered before the router, are counted in `http_requests` only).
-    pub http_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    pub http_duration: control::Histograms<RouteLabel>,
     pub broker_clients: Gauge,
     pub broker_messages: Counter,
     /// What the embedded broker's front door refused, by reason.

@@ -54,8 +54,11 @@ fn registry_histogram() -> Histogram {
 
 /// Registry calls since start.
 pub static REGISTRY_CALLS: LazyLock<Family<RegistryCall, Counter>> = LazyLock::new(Family::default);
+/// Histograms by label set, each made with its buckets.
+pub type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
 /// How long registry calls took.
-pub static REGISTRY_DURATION: LazyLock<Family<Operation, Histogram, fn() -> Histogram>> =
+pub static REGISTRY_DURATION: LazyLock<Histograms<Operation>> =
     LazyLock::new(|| Family::new_with_constructor(registry_histogram as fn() -> Histogram));
 /// Declares since start.
 pub static DECLARES: LazyLock<Family<DeclareOutcome, Counter>> = LazyLock::new(Family::default);
