@@ -17,7 +17,8 @@
 //! - [`table`] — the connection table: what each plane binds and advertises, and why.
 //! - [`bind`] — binding the listeners, with errors that name plane, address and cause.
 //! - [`planes`] — the tcp (peer protocol / relay), rest (API + proxy) and broker (MQTT) planes.
-//! - [`health`] — readiness latches and draining; [`metrics`] — Prometheus metrics.
+//! - [`health`] — readiness latches and draining; [`metrics`] — Prometheus metrics, served on
+//!   the rest plane or on the [`admin`] listener.
 //! - [`lifecycle`] — `netstrap run`: discover, bind, serve, advertise, shut down gracefully.
 //! - [`policy`] — EdgeLake policies: rendering, ids, the `!var` template language.
 //! - [`advertise`] — render, write the node's files ([`state`]: atomic writes), declare in a
@@ -28,6 +29,7 @@
 //! - [`cli`], [`report`], [`probe`], [`logging`] — the command line and its output.
 
 pub mod addr;
+pub mod admin;
 pub mod advertise;
 pub mod bind;
 pub mod cli;

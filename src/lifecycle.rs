@@ -261,6 +261,16 @@ pub fn run(mut settings: Settings) -> ExitCode {
         }
     }
 
+    // NETSTRAP_ADMIN_ADDR: bound with the planes, served once they serve (src/admin.rs).
+    let mut admin = match settings.admin_addr.map(crate::admin::bind).transpose() {
+        Ok(admin) => admin,
+        Err(e) => {
+            error!("{e}");
+            error!("nothing advertised");
+            return ExitCode::FAILURE;
+        }
+    };
+
     // One instance per state directory, held until the process ends.
     let _state_lock = match crate::state::lock(&settings.state_dir) {
         Ok(lock) => Some(lock),
@@ -408,6 +418,7 @@ pub fn run(mut settings: Settings) -> ExitCode {
                     tls: rest_tls.clone(),
                     trusted_proxies: settings.trusted_proxies.clone(),
                     max_connections: settings.rest_max_connections,
+                    endpoints: if admin.is_some() { rest::Endpoints::Public } else { rest::Endpoints::All },
                     ..Default::default()
                 };
                 let state = rest::RestState::new(health.clone(), snap_rx.clone(), metrics, options)
@@ -523,6 +534,11 @@ pub fn run(mut settings: Settings) -> ExitCode {
         runtimes.push(runtime);
     }
     drop(done_tx);
+    if let Some(listener) = admin.take() {
+        let state = crate::admin::state(health.clone(), snap_rx.clone(), metrics.clone(), tls.clone());
+        info!(addr = ?settings.admin_addr, "admin listener: /metrics and /v1/* (not on the rest port)");
+        control.spawn(crate::admin::serve(listener, state, shutdown.clone()));
+    }
     info!("started");
     if settings.ready_upstream && !upstreams.is_empty() {
         let timeout = settings.source_timeout.min(Duration::from_secs(1));

@@ -260,6 +260,11 @@ impl Advertiser {
                 endpoint: c.endpoint.clone(),
             };
             self.metrics.endpoint_verified.get_or_create(&label).set(i64::from(c.ok));
+            let result = if c.ok { "verified" } else { "failed" };
+            let plane = crate::metrics::PlaneLabel::of(c.plane).plane;
+            crate::metrics::control::VERIFICATIONS
+                .get_or_create(&crate::metrics::control::VerifyResult { plane, result })
+                .inc();
             if !previous.iter().any(|p| p.endpoint == c.endpoint && p.plane == c.plane && p.ok == c.ok) {
                 if c.ok {
                     info!(plane = %label.plane, endpoint = %c.endpoint, "verified: {}", c.detail);

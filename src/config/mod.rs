@@ -118,6 +118,9 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `NETSTRAP_REST_MAX_CONNECTIONS`: concurrent connections of the rest plane.
     pub rest_max_connections: usize,
+    /// `NETSTRAP_ADMIN_ADDR`: the admin listener (`/metrics`, `/v1/*`); `None`: they are on
+    /// the rest plane.
+    pub admin_addr: Option<SocketAddr>,
 
     pub tcp_mode: Found<TcpMode>,
     pub tcp_upstream: Option<SocketAddr>,
@@ -569,6 +572,17 @@ impl Settings {
             nameservers,
             trusted_proxies,
             rest_max_connections,
+            admin_addr: r
+                .parse("NETSTRAP_ADMIN_ADDR", "ip:port, e.g. 127.0.0.1:9090 or 0.0.0.0:9090", |s| {
+                    match s.parse::<SocketAddr>() {
+                        Ok(a) if a.port() == 0 => {
+                            Err("port 0 is not a port a scraper can be pointed at".into())
+                        }
+                        Ok(a) => Ok(a),
+                        Err(_) => Err("not an ip:port address".into()),
+                    }
+                })
+                .map(|f| f.value),
             tcp_mode,
             tcp_upstream,
             tcp_proxy_protocol: r.bool("NETSTRAP_TCP_PROXY_PROTOCOL", false).value,

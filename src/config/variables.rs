@@ -153,6 +153,11 @@ pub const NETSTRAP: &[Variable] = &[
         "concurrent connections of the rest plane (~11 KiB each when idle); more are closed at accept, logged at most once per 10 s",
     ),
     v(
+        "NETSTRAP_ADMIN_ADDR",
+        "unset (`/metrics` and `/v1/*` on the rest port)",
+        "ip:port of a separate admin listener (plain HTTP) serving `/metrics` and `/v1/*`; when set, the rest port answers 404 for those but keeps the probes (`/livez`, `/readyz`, `/health`) and `/v1/identity` (self-verification); a bind failure stops start-up",
+    ),
+    v(
         "NETSTRAP_READY_UPSTREAM",
         "false (true with `NETSTRAP_DECLARE=node`)",
         "readiness also requires every upstream (relay or REST proxy target) to accept a connection",

@@ -8,8 +8,12 @@
 //! | `GET /health`, `GET /api/status` | EdgeLake's probe answers (`{"status": "healthy", ...}`, `{"status": "ok"}`) |
 //! | `GET /v1/network` | the connection table, the discovery behind it and readiness |
 //! | `GET /v1/identity?nonce=` | this node's identity and the nonce (self-verification) |
-//! | `GET /metrics` | Prometheus text |
+//! | `GET /metrics` | Prometheus text 0.0.4, OpenMetrics when `Accept` asks for it |
 //! | anything else | proxied to `NETSTRAP_REST_UPSTREAM`, else 404 |
+//!
+//! With `NETSTRAP_ADMIN_ADDR` set, `/metrics` and `/v1/*` but `/v1/identity` move to that
+//! listener ([`Endpoints`]) and answer 404 here; the probes and `/v1/identity` (which
+//! self-verification asks through the public endpoints) stay.
 //!
 //! Connections are served by hyper directly (not `axum::serve`) so the header-read time and
 //! header size are bounded and shutdown is graceful.
@@ -38,7 +42,7 @@ use tower::ServiceExt as _;
 
 use super::{Shutdown, SnapshotRx};
 use crate::health::Health;
-use crate::metrics::{Metrics, RequestLabel};
+use crate::metrics::{Metrics, RequestLabel, RouteLabel};
 use crate::table::Plane;
 
 /// Settings of the rest plane.
@@ -61,6 +65,24 @@ pub struct RestOptions {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Concurrent connections, over all event loops (`NETSTRAP_REST_MAX_CONNECTIONS`).
     pub max_connections: usize,
+    /// Which of netstrap's endpoints this listener serves.
+    pub endpoints: Endpoints,
+}
+
+/// Which endpoints a listener serves (`NETSTRAP_ADMIN_ADDR`, README "Metrics and the admin
+/// listener").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Endpoints {
+    /// The rest plane without an admin listener: everything, the rest proxied.
+    #[default]
+    All,
+    /// The rest plane beside an admin listener: the probes, EdgeLake's health answers and
+    /// `/v1/identity`; `/metrics` and the rest of `/v1/*` answer 404 (they are not proxied
+    /// either); the rest proxied.
+    Public,
+    /// The admin listener: `/metrics`, `/v1/*` and the probes; 404 for anything else
+    /// (nothing is proxied).
+    Admin,
 }
 
 /// `NETSTRAP_REST_MAX_CONNECTIONS` by default: ~45 MiB of idle connections.
@@ -77,6 +99,7 @@ impl Default for RestOptions {
             tls: None,
             trusted_proxies: Vec::new(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            endpoints: Endpoints::All,
         }
     }
 }
@@ -134,16 +157,20 @@ impl RestState {
 
 /// The router, for serving and for tests.
 pub fn router(state: RestState) -> axum::Router {
-    api::router(state.clone())
-        .fallback(proxy::forward)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+    let routes = match state.options.endpoints {
+        Endpoints::All => api::public().merge(api::admin()).fallback(proxy::forward),
+        Endpoints::Public => api::public().merge(api::moved()).fallback(proxy::forward),
+        Endpoints::Admin => api::public().merge(api::admin()).fallback(api::not_found),
+    };
+    routes.layer(axum::middleware::from_fn_with_state(state.clone(), observe)).with_state(state)
 }
 
-/// Bound every proxied request by `REST_TIMEOUT` and count every request by route and status.
+/// Bound every proxied request by `REST_TIMEOUT`, count every request by route and status and
+/// observe its latency (request head to response head) by route.
 /// netstrap's own endpoints answer from memory without waiting on anything, so they are not
 /// given a timer (one per request was measurable under load).
 async fn observe(State(s): State<RestState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let route = if req.extensions().get::<MatchedPath>().is_some() { "api" } else { "proxy" };
     let limit = s.options.timeout;
     let resp = if limit.is_zero() || route == "api" {
@@ -158,6 +185,7 @@ async fn observe(State(s): State<RestState>, req: Request, next: Next) -> Respon
         }
     };
     s.metrics.http_requests.get_or_create(&RequestLabel { route, code: resp.status().as_u16() }).inc();
+    s.metrics.http_duration.get_or_create(&RouteLabel { route }).observe(started.elapsed().as_secs_f64());
     resp
 }
 

@@ -63,15 +63,35 @@ fn id_of(v: &Value) -> Option<String> {
     v.as_object()?.values().next()?.get("id")?.as_str().map(String::from)
 }
 
-/// Declare `policy` in `registry`, idempotently.
+/// Declare `policy` in `registry`, idempotently; counted by policy and outcome
+/// (`netstrap_declares_total`).
 pub async fn declare(registry: &Registry, policy: &Value) -> Result<Declared, RegistryError> {
     if let Registry::None = registry {
         return Ok(Declared::NotDeclared);
     }
+    let result = declare_in(registry, policy).await;
+    let kind = match policy.as_object().and_then(|o| o.keys().next()).map(String::as_str) {
+        Some("cluster") => "cluster",
+        Some("config") => "config",
+        _ => "node",
+    };
+    let outcome = match &result {
+        Ok(Declared::Inserted { .. }) => "inserted",
+        Ok(Declared::Replaced { .. }) => "replaced",
+        Ok(Declared::Unchanged { .. } | Declared::NotDeclared) => "unchanged",
+        Err(_) => "failed",
+    };
+    crate::metrics::control::DECLARES
+        .get_or_create(&crate::metrics::control::DeclareOutcome { policy: kind, outcome })
+        .inc();
+    result
+}
+
+async fn declare_in(registry: &Registry, policy: &Value) -> Result<Declared, RegistryError> {
     // The file ledger declares under its lock, so concurrent writers cannot both insert.
     if let Registry::File(f) = registry {
         let (f, p) = (f.clone(), policy.clone());
-        return super::blocking(move || f.declare(&p)).await;
+        return registry.counted("declare", super::blocking(move || f.declare(&p))).await;
     }
     let (ty, company, name) = identity(policy)?;
     let stored = registry.find(&ty, &company, &name).await?;

@@ -65,59 +65,90 @@ impl Registry {
         company: &str,
         name: &str,
     ) -> Result<Vec<Value>, RegistryError> {
-        match self {
-            Registry::None => Ok(Vec::new()),
-            Registry::File(f) => {
-                let (f, t, c, n) =
-                    (f.clone(), policy_type.to_string(), company.to_string(), name.to_string());
-                blocking(move || f.find(&t, &c, &n)).await
+        self.counted("find", async {
+            match self {
+                Registry::None => Ok(Vec::new()),
+                Registry::File(f) => {
+                    let (f, t, c, n) =
+                        (f.clone(), policy_type.to_string(), company.to_string(), name.to_string());
+                    blocking(move || f.find(&t, &c, &n)).await
+                }
+                Registry::Anylog(a) => Ok(a.get(policy_type, company, name).await?),
             }
-            Registry::Anylog(a) => Ok(a.get(policy_type, company, name).await?),
-        }
+        })
+        .await
     }
 
     /// Every node (policies of the types in [`crate::registry::NODE_TYPES`]).
     pub async fn nodes(&self) -> Result<Vec<crate::registry::Node>, RegistryError> {
-        match self {
-            Registry::None => Ok(Vec::new()),
-            Registry::File(f) => {
-                let f = f.clone();
-                Ok(blocking(move || f.nodes(crate::registry::NODE_TYPES)).await?.to_vec())
-            }
-            Registry::Anylog(a) => {
-                let mut all = Vec::new();
-                for ty in crate::registry::NODE_TYPES {
-                    all.extend(a.get_nodes(ty).await?);
+        self.counted("nodes", async {
+            match self {
+                Registry::None => Ok(Vec::new()),
+                Registry::File(f) => {
+                    let f = f.clone();
+                    Ok(blocking(move || f.nodes(crate::registry::NODE_TYPES)).await?.to_vec())
                 }
-                Ok(all)
+                Registry::Anylog(a) => {
+                    let mut all = Vec::new();
+                    for ty in crate::registry::NODE_TYPES {
+                        all.extend(a.get_nodes(ty).await?);
+                    }
+                    Ok(all)
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Remove `old_ids` and insert `policy` (if any).
     pub async fn replace(&self, old_ids: &[String], policy: Option<&Value>) -> Result<(), RegistryError> {
-        match self {
-            Registry::None => Ok(()),
-            Registry::File(f) => {
-                let (f, old, p) = (f.clone(), old_ids.to_vec(), policy.cloned());
-                blocking(move || f.replace(&old, p.as_ref()).map(|_| ())).await
-            }
-            Registry::Anylog(a) => {
-                // An unconfirmed delete is settled by the caller's read-back.
-                for id in old_ids {
-                    a.delete(id).await?;
+        self.counted("replace", async {
+            match self {
+                Registry::None => Ok(()),
+                Registry::File(f) => {
+                    let (f, old, p) = (f.clone(), old_ids.to_vec(), policy.cloned());
+                    blocking(move || f.replace(&old, p.as_ref()).map(|_| ())).await
                 }
-                match policy.map(|p| (p, a)) {
-                    None => Ok(()),
-                    Some((p, a)) => match a.insert(p).await {
-                        // The same content has the same id: an earlier insert already stored it
-                        // (its read-back ran before the node had it).
-                        Err(AnylogError::Refused { err_code: Some(70), .. }) => Ok(()),
-                        other => Ok(other?),
-                    },
+                Registry::Anylog(a) => {
+                    // An unconfirmed delete is settled by the caller's read-back.
+                    for id in old_ids {
+                        a.delete(id).await?;
+                    }
+                    match policy.map(|p| (p, a)) {
+                        None => Ok(()),
+                        Some((p, a)) => match a.insert(p).await {
+                            // The same content has the same id: an earlier insert already stored it
+                            // (its read-back ran before the node had it).
+                            Err(AnylogError::Refused { err_code: Some(70), .. }) => Ok(()),
+                            other => Ok(other?),
+                        },
+                    }
                 }
             }
+        })
+        .await
+    }
+
+    /// Run one call to the registry, counted and timed by `operation` and outcome
+    /// (`crate::metrics::control`); without a registry there is no call to count.
+    pub(crate) async fn counted<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        if let Registry::None = self {
+            return call.await;
         }
+        let started = std::time::Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(RegistryError::Unavailable(_)) => "unavailable",
+            Err(RegistryError::Refused(_)) => "refused",
+            Err(RegistryError::Invalid(_)) => "invalid",
+        };
+        crate::metrics::control::registry_call(operation, outcome, started.elapsed().as_secs_f64());
+        result
     }
 }
 

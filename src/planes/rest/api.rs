@@ -4,27 +4,50 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Query, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::RestState;
 
-pub fn router(_state: RestState) -> axum::Router<RestState> {
+/// On the rest plane always: kubelet's probes, EdgeLake's health answers, and
+/// `/v1/identity`, which self-verification (`crate::verify`) asks through the advertised
+/// endpoints — the public ones.
+pub fn public() -> axum::Router<RestState> {
     axum::Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/health", get(health))
         .route("/healthz", get(health))
         .route("/api/status", get(status))
-        .route("/v1/network", get(network))
         .route("/v1/identity", get(identity))
+}
+
+/// `/metrics` and the rest of `/v1/*`: on the admin listener when there is one, else on the
+/// rest plane.
+pub fn admin() -> axum::Router<RestState> {
+    axum::Router::new()
+        .route("/v1/network", get(network))
         .route("/metrics", get(metrics))
         .route("/v1/policy", get(policy))
         .route("/v1/policy/config", get(config_policy))
         .route("/v1/peers", get(peers))
+}
+
+/// The rest plane beside an admin listener: what moved there is not found here (nor proxied;
+/// `/v1/identity`, routed by [`public`], takes precedence over the wildcard).
+pub fn moved() -> axum::Router<RestState> {
+    axum::Router::new()
+        .route("/metrics", any(not_found))
+        .route("/v1", any(not_found))
+        .route("/v1/{*rest}", any(not_found))
+}
+
+pub async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "not found\n")
+        .into_response()
 }
 
 /// `/livez`'s body.
@@ -126,12 +149,12 @@ async fn identity(State(s): State<RestState>, Query(q): Query<NonceQuery>) -> Re
     Json(json!({"nonce": nonce, "identity": snap.identity})).into_response()
 }
 
-async fn metrics(State(s): State<RestState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        s.metrics.encode(),
-    )
-        .into_response()
+/// Prometheus text 0.0.4, or OpenMetrics when the `Accept` header prefers it
+/// (`crate::metrics::exposition`).
+async fn metrics(State(s): State<RestState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = s.metrics.render(accept);
+    ([(header::CONTENT_TYPE, content_type), (header::VARY, "accept")], body).into_response()
 }
 
 fn not_yet(what: &str) -> Response {
