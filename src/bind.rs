@@ -21,15 +21,18 @@ pub fn bind(plane: Plane, addr: SocketAddr) -> Result<TcpListener, BindError> {
     let listener = TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|_| l));
     listener.map_err(|cause| {
         let var = match plane {
-            Plane::Tcp => ("TCP_BIND", "ANYLOG_SERVER_PORT"),
-            Plane::Rest => ("REST_BIND", "ANYLOG_REST_PORT"),
-            Plane::Broker => ("BROKER_BIND", "ANYLOG_BROKER_PORT"),
+            Plane::Tcp => ("TCP_BIND", "ANYLOG_SERVER_PORT", "NETSTRAP_TCP_PORT"),
+            Plane::Rest => ("REST_BIND", "ANYLOG_REST_PORT", "NETSTRAP_REST_PORT"),
+            Plane::Broker => ("BROKER_BIND", "ANYLOG_BROKER_PORT", "NETSTRAP_BROKER_PORT"),
         };
         let hint = match cause.kind() {
             io::ErrorKind::AddrInUse => format!(
                 " — another process listens on port {}; if it is the node itself, move the node to another \
-                 internal port and relay to it, or change {}",
+                 internal port and relay to it, or change {} ({}); with host networking every node on this host \
+                 shares its ports: give each node its own {} (netstrap's then follow with NETSTRAP_PORT_OFFSET)",
                 addr.port(),
+                var.2,
+                var.1,
                 var.1
             ),
             io::ErrorKind::AddrNotAvailable => format!(
