@@ -159,7 +159,11 @@ pub fn local_ip(
 }
 
 pub(super) fn names(interfaces: &[InterfaceAddr]) -> String {
-    let mut n: Vec<&str> = interfaces.iter().map(|a| a.name.as_str()).collect();
-    n.dedup();
+    let mut n: Vec<&str> = Vec::new();
+    for a in interfaces {
+        if !n.contains(&a.name.as_str()) {
+            n.push(&a.name);
+        }
+    }
     n.join(", ")
 }
