@@ -26,7 +26,9 @@ fn edgelake_file(rel: &str) -> Option<String> {
 
 /// The `if [[ -n "${HZN_DEVICE_ID}" ]]; then ... fi` block of deploy_edgelake.sh.
 fn hzn_block(script: &str) -> String {
-    let start = script.find("if [[ -n \"${HZN_DEVICE_ID}\" ]]").expect("deploy_edgelake.sh has no HZN_DEVICE_ID block");
+    let start = script
+        .find("if [[ -n \"${HZN_DEVICE_ID}\" ]]")
+        .expect("deploy_edgelake.sh has no HZN_DEVICE_ID block");
     let rest = &script[start..];
     let end = rest.find("\nfi\n").expect("the HZN_DEVICE_ID block has no end") + 4;
     rest[..end].to_string()
@@ -35,7 +37,8 @@ fn hzn_block(script: &str) -> String {
 /// What EdgeLake's script makes NODE_NAME (`None`: unset, set_params.al then uses
 /// `<hostname> <node_type>`).
 fn edgelake_node_name(block: &str, env: &[(&str, &str)]) -> Option<String> {
-    let script = format!("{block}\nif [[ -v NODE_NAME ]]; then printf '%s' \"$NODE_NAME\"; else printf '<unset>'; fi");
+    let script =
+        format!("{block}\nif [[ -v NODE_NAME ]]; then printf '%s' \"$NODE_NAME\"; else printf '<unset>'; fi");
     let out = Command::new("bash")
         .args(["-c", &script])
         .env_clear()
@@ -97,7 +100,9 @@ fn node_policy_al_keys(al: &str) -> Vec<String> {
 
 #[test]
 fn policy_has_the_hzn_fields_where_node_policy_al_puts_them() {
-    let Some(al) = edgelake_file("deployment-scripts/node-deployment/policies/node_policy.al") else { return };
+    let Some(al) = edgelake_file("deployment-scripts/node-deployment/policies/node_policy.al") else {
+        return;
+    };
     let order = node_policy_al_keys(&al);
     let env = [("NODE_NAME", "edge-operator"), ("HZN_DEVICE_ID", "rpi-42"), ("HZN_ORGANIZATION", "acme")];
     let policy = netstrap_policy(&env);

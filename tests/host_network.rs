@@ -121,9 +121,13 @@ fn two_pairs_on_one_host_each_reachable_on_its_own_ports() {
         });
         assert_eq!(code, 200, "{body}");
         let net: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let row = net["table"]["rows"].as_array().unwrap().iter().find(|r| r["plane"] == "tcp").unwrap().clone();
+        let row =
+            net["table"]["rows"].as_array().unwrap().iter().find(|r| r["plane"] == "tcp").unwrap().clone();
         assert_eq!(row["port"]["value"], tcp + 1000, "{row:#}");
-        assert!(row["port"]["why"]["source"].as_str().unwrap().contains("NETSTRAP_PORT_OFFSET=1000"), "{row:#}");
+        assert!(
+            row["port"]["why"]["source"].as_str().unwrap().contains("NETSTRAP_PORT_OFFSET=1000"),
+            "{row:#}"
+        );
         // Advertised: the node's own port, which the node binds on the host.
         assert_eq!(row["external_port"]["value"], tcp, "{row:#}");
         // Through netstrap's relay, the peer reaches this pair's node and no other.
@@ -162,7 +166,10 @@ fn without_an_offset_a_node_pair_on_host_networking_says_what_to_set() {
     let code = wait_exit(&mut a);
     let out = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("binds the advertised tcp port 32148 itself") && out.contains("NETSTRAP_TCP_PORT"), "{out}");
+    assert!(
+        out.contains("binds the advertised tcp port 32148 itself") && out.contains("NETSTRAP_TCP_PORT"),
+        "{out}"
+    );
 
     // The offset is for a node that binds its own ports; in front of one it is refused.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_netstrap"))

@@ -121,7 +121,9 @@ fn a_missing_overlay_interface_is_a_clear_error() {
     assert_eq!(code, 1, "{err}");
     let problems = v["discovery"]["problems"].to_string();
     assert!(
-        problems.contains("NETSTRAP_OVERLAY=tailscale0: there is no interface tailscale0 here (interfaces: lo, eth0)"),
+        problems.contains(
+            "NETSTRAP_OVERLAY=tailscale0: there is no interface tailscale0 here (interfaces: lo, eth0)"
+        ),
         "{problems}"
     );
     assert!(err.contains("there is no interface tailscale0 here"), "{err}");

@@ -56,7 +56,8 @@ fn yaml_docs(yaml: &str) -> Result<Vec<Value>, String> {
     let python = tool("python3")?;
     let tmp = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tmp.path(), yaml).unwrap();
-    let script = "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))";
+    let script =
+        "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))";
     let json = output(Command::new(python).arg("-c").arg(script).arg(tmp.path()))?;
     Ok(serde_json::from_str(&json).unwrap())
 }
@@ -71,7 +72,8 @@ fn render(overlay: &str) -> Result<Vec<Value>, String> {
     let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     std::fs::write(file.path(), &yaml).unwrap();
     for version in ["1.29.0", "1.33.0"] {
-        let result = output(Command::new(&validate).args(["--strict", "--quiet", "-k", version]).arg(file.path()));
+        let result =
+            output(Command::new(&validate).args(["--strict", "--quiet", "-k", version]).arg(file.path()));
         assert!(result.is_ok(), "{overlay} against Kubernetes {version}: {}", result.unwrap_err());
     }
     yaml_docs(&yaml)
@@ -124,7 +126,10 @@ fn hostnetwork_overlay_puts_the_pod_on_the_host_with_ports_that_follow_the_node(
     // The node's address comes from the Node object.
     let roles = of_kind(&docs, "ClusterRole");
     assert_eq!(roles.len(), 1);
-    assert_eq!(roles[0]["rules"], serde_json::json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]));
+    assert_eq!(
+        roles[0]["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}])
+    );
     // hostNetwork is refused under the restricted and baseline standards.
     for ns in of_kind(&docs, "Namespace") {
         assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "privileged");
@@ -146,7 +151,9 @@ fn statefulset_pods_spread_over_hosts_and_zones_and_are_evicted_one_at_a_time() 
     let template = &sets[0]["spec"]["template"];
     let labels = &template["metadata"]["labels"];
     let selects_the_pods = |selector: &Value| {
-        selector["matchLabels"].as_object().is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| &labels[k] == v))
+        selector["matchLabels"]
+            .as_object()
+            .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| &labels[k] == v))
     };
     let spread = arr(&template["spec"]["topologySpreadConstraints"]);
     let keys: Vec<&str> = spread.iter().filter_map(|c| c["topologyKey"].as_str()).collect();
@@ -162,7 +169,10 @@ fn statefulset_pods_spread_over_hosts_and_zones_and_are_evicted_one_at_a_time() 
     let pdb = pdbs[0];
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     assert!(selects_the_pods(&pdb["spec"]["selector"]), "{pdb:#}");
-    assert_eq!(pdb["metadata"]["namespace"], sets[0]["metadata"]["namespace"], "the PDB must be in the pods' namespace");
+    assert_eq!(
+        pdb["metadata"]["namespace"], sets[0]["metadata"]["namespace"],
+        "the PDB must be in the pods' namespace"
+    );
 }
 
 #[test]
@@ -179,12 +189,17 @@ fn compose_host_variant_shares_the_host_network_and_derives_netstraps_ports() {
             .envs(env.iter().copied())
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     // Without NODE_NAME every node on a host would be named after the host.
     let (ok, _, err) = config(&[]);
     assert!(!ok && err.contains("NODE_NAME"), "{err}");
-    let (ok, yaml, err) = config(&[("NODE_NAME", "edge-op-2"), ("TCP_PORT", "32158"), ("NETSTRAP_OVERLAY", "tailscale0")]);
+    let (ok, yaml, err) =
+        config(&[("NODE_NAME", "edge-op-2"), ("TCP_PORT", "32158"), ("NETSTRAP_OVERLAY", "tailscale0")]);
     assert!(ok, "{err}");
     let docs = need!(yaml_docs(&yaml));
     let services = &docs[0]["services"];
@@ -199,7 +214,9 @@ fn compose_host_variant_shares_the_host_network_and_derives_netstraps_ports() {
     assert_eq!(env["NETSTRAP_DECLARE"], "node");
     assert_eq!(env["NETSTRAP_PORT_OFFSET"], "1000");
     assert_eq!(env["NETSTRAP_OVERLAY"], "tailscale0");
-    for var in ["NETSTRAP_TCP_PORT", "NETSTRAP_REST_PORT", "NETSTRAP_BROKER_PORT", "NETSTRAP_TCP_EXTERNAL_PORT"] {
+    for var in
+        ["NETSTRAP_TCP_PORT", "NETSTRAP_REST_PORT", "NETSTRAP_BROKER_PORT", "NETSTRAP_TCP_EXTERNAL_PORT"]
+    {
         assert!(env[var].is_null(), "{var} must follow the node's port: {env:#}");
     }
 }

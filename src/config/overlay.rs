@@ -46,7 +46,9 @@ pub fn parse(s: &str) -> Result<OverlaySpec, String> {
         return s.parse::<IpNet>().map(OverlaySpec::Cidr).map_err(|_| "not a CIDR".into());
     }
     if s.parse::<std::net::IpAddr>().is_ok() {
-        return Err("an address, not an interface or a range: put a fixed overlay address in OVERLAY_IP".into());
+        return Err(
+            "an address, not an interface or a range: put a fixed overlay address in OVERLAY_IP".into()
+        );
     }
     interface_name(s).map(OverlaySpec::Interface)
 }

@@ -185,9 +185,13 @@ async fn external_chain(
 
 /// The overlay address as an ingress candidate: every peer on the overlay dials it.
 fn overlay_step(overlay: Option<&Found<IpAddr>>) -> Result<(ExternalCandidate, String), SourceError> {
-    let ip = overlay.ok_or_else(|| SourceError::NotConfigured("OVERLAY_IP / NETSTRAP_OVERLAY not set".into()))?;
+    let ip =
+        overlay.ok_or_else(|| SourceError::NotConfigured("OVERLAY_IP / NETSTRAP_OVERLAY not set".into()))?;
     let source = ExternalIpSource::Overlay;
-    Ok((ExternalCandidate { host: ip.value.to_string(), source, reach: source.reach() }, ip.why.source.clone()))
+    Ok((
+        ExternalCandidate { host: ip.value.to_string(), source, reach: source.reach() },
+        ip.why.source.clone(),
+    ))
 }
 
 fn step_name(step: ExternalStep) -> String {

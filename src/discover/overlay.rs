@@ -17,10 +17,15 @@ use super::local_ip::{InterfaceAddr, family_rank, names, usable};
 
 /// The overlay address, `None` when neither variable is set, or why `NETSTRAP_OVERLAY` found
 /// nothing (naming what is there instead).
-pub fn overlay_ip(settings: &Settings, interfaces: &[InterfaceAddr]) -> Result<Option<Found<IpAddr>>, String> {
+pub fn overlay_ip(
+    settings: &Settings,
+    interfaces: &[InterfaceAddr],
+) -> Result<Option<Found<IpAddr>>, String> {
     if let Some(ip) = &settings.overlay_ip {
         let why = match &settings.overlay {
-            Some(spec) => Provenance::new(format!("{} (before NETSTRAP_OVERLAY={})", ip.why.source, spec.value)),
+            Some(spec) => {
+                Provenance::new(format!("{} (before NETSTRAP_OVERLAY={})", ip.why.source, spec.value))
+            }
             None => ip.why.clone(),
         };
         return Ok(Some(Found::new(ip.value, why)));
@@ -57,7 +62,8 @@ pub fn overlay_ip(settings: &Settings, interfaces: &[InterfaceAddr]) -> Result<O
         OverlaySpec::Cidr(net) => match best(interfaces.iter().filter(|a| net.contains(&a.ip)).collect()) {
             Some(a) => Ok(Some(Found::new(
                 a.ip,
-                Provenance::new(format!("interface {} in {net} ({})", a.name, spec.why.source)).after(skipped),
+                Provenance::new(format!("interface {} in {net} ({})", a.name, spec.why.source))
+                    .after(skipped),
             ))),
             None => Err(format!(
                 "NETSTRAP_OVERLAY={net}: no interface address in that range (addresses here: {}); is the overlay \
