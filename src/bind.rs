@@ -20,12 +20,15 @@ pub struct BindError {
 pub fn bind(plane: Plane, addr: SocketAddr) -> Result<TcpListener, BindError> {
     let listener = TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|_| l));
     listener.map_err(|cause| {
-        let var = (plane.bind_var(), plane.port_var());
+        let var = (plane.bind_var(), plane.port_var(), plane.own_port_var());
         let hint = match cause.kind() {
             io::ErrorKind::AddrInUse => format!(
                 " — another process listens on port {}; if it is the node itself, move the node to another \
-                 internal port and relay to it, or change {}",
+                 internal port and relay to it, or change {} ({}); with host networking every node on this host \
+                 shares its ports: give each node its own {} (netstrap's then follow with NETSTRAP_PORT_OFFSET)",
                 addr.port(),
+                var.2,
+                var.1,
                 var.1
             ),
             io::ErrorKind::AddrNotAvailable => format!(

@@ -25,6 +25,9 @@ pub fn render(settings: &Settings, d: &Discovery, table: &ConnectionTable) -> St
     };
     line("environment", json_name(&d.environment.value), d.environment.why.summary());
     line("local ip", d.local_ip.value.to_string(), d.local_ip.why.summary());
+    if let Some(o) = &d.overlay {
+        line("overlay ip", o.value.to_string(), o.why.summary());
+    }
     if let Some(h) = &d.host_ip {
         line("node ip", h.value.to_string(), h.why.summary());
     }

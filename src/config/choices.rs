@@ -35,6 +35,7 @@ pub enum IpFamily {
 #[serde(rename_all = "lowercase")]
 pub enum ExternalStep {
     Explicit,
+    Overlay,
     Service,
     Node,
     Aws,
@@ -48,6 +49,7 @@ pub enum ExternalStep {
 impl ExternalStep {
     pub(super) const ALL: &[(&str, ExternalStep)] = &[
         ("explicit", ExternalStep::Explicit),
+        ("overlay", ExternalStep::Overlay),
         ("service", ExternalStep::Service),
         ("node", ExternalStep::Node),
         ("aws", ExternalStep::Aws),

@@ -8,8 +8,10 @@
 
 mod choices;
 mod error;
+pub mod horizon;
 pub mod ledger;
 mod node_type;
+pub mod overlay;
 mod planes;
 mod reader;
 mod source;
@@ -83,6 +85,12 @@ pub struct Settings {
     pub local_ip: Option<Found<IpAddr>>,
     pub external_ip: Option<Found<IpAddr>>,
     pub overlay_ip: Option<Found<IpAddr>>,
+    /// `NETSTRAP_OVERLAY`: the overlay interface or range (docs/overlay.md).
+    pub overlay: Option<Found<overlay::OverlaySpec>>,
+    /// `HZN_*`: Open Horizon's device, node and organization.
+    pub horizon: horizon::Horizon,
+    /// `NETSTRAP_PORT_OFFSET`: netstrap's own ports default to the node's + this (host networking).
+    pub port_offset: Option<Found<u16>>,
     pub enable_dns: bool,
     pub external_dns: Option<Found<String>>,
     pub dns: Option<Found<String>>,
@@ -169,6 +177,35 @@ pub struct Settings {
 /// times a second: `planes::broker_drops` reports those, counted and at most every 10 s.
 pub const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off,rumqttd::segments=off";
 
+/// `NETSTRAP_PORT_OFFSET`: 1 to 64511.
+fn port_offset(r: &mut Reader) -> Option<Found<u16>> {
+    r.parse("NETSTRAP_PORT_OFFSET", "a whole number from 1 to 64511, e.g. 1000", |s| match s.parse::<u32>() {
+        Ok(n) if (1..=64511).contains(&n) => Ok(n as u16),
+        Ok(_) => Err("out of range".into()),
+        Err(_) => Err("not a whole number".into()),
+    })
+}
+
+/// netstrap's own port for `key`: the node's port `node` + `off` (an error past 65535).
+fn offset_port(r: &mut Reader, key: &str, node: Found<u16>, off: &Found<u16>) -> Found<u16> {
+    match node.value.checked_add(off.value) {
+        Some(p) => Found::new(
+            p,
+            Provenance::new(format!("{} + NETSTRAP_PORT_OFFSET={} ({})", node.value, off.value, node.why.source)),
+        ),
+        None => {
+            r.errors.push(ConfigError::Invalid {
+                key: "NETSTRAP_PORT_OFFSET".into(),
+                value: off.value.to_string(),
+                origin: off.why.source.clone(),
+                problem: format!("{key} would be {} + {} > 65535", node.value, off.value),
+                accepted: format!("a smaller offset, or set {key}"),
+            });
+            node
+        }
+    }
+}
+
 impl Settings {
     /// Whether EdgeLake's own main.al declares a node policy for this node: not for a generic
     /// node (its config script has no node_policy.al) nor a hidden one (`IS_HIDDEN`, any type
@@ -202,7 +239,16 @@ impl Settings {
         let node_broker_port = r.port("ANYLOG_BROKER_PORT");
         // netstrap's own listeners default to the node's ports; behind a node that binds its
         // own (NETSTRAP_DECLARE=node) they must differ (checked once the ports are known).
-        let own = |r: &mut Reader, key: &str, node: Option<Found<u16>>| r.port(key).or(node);
+        // With host networking (NETSTRAP_PORT_OFFSET) they default to the node's + the offset,
+        // so several nodes on one host, each with its own ports, never share one.
+        let port_offset = port_offset(&mut r);
+        let own = |r: &mut Reader, key: &str, node: Option<Found<u16>>| {
+            r.port(key).or_else(|| match (&port_offset, node) {
+                (Some(off), Some(n)) => Some(offset_port(r, key, n, off)),
+                (None, node) => node,
+                (Some(_), None) => None,
+            })
+        };
         let tcp_listen = own(&mut r, "NETSTRAP_TCP_PORT", Some(tcp_port.clone()));
         let rest_listen = own(&mut r, "NETSTRAP_REST_PORT", Some(rest_port.clone()));
         let broker_port = own(&mut r, "NETSTRAP_BROKER_PORT", node_broker_port.clone());
@@ -301,7 +347,7 @@ impl Settings {
         let external_sources = r
             .parse(
                 "NETSTRAP_EXTERNAL_SOURCES",
-                "a comma-separated list of explicit, service, node, aws, gcp, azure, stun, echo, fallback",
+                "a comma-separated list of explicit, overlay, service, node, aws, gcp, azure, stun, echo, fallback",
                 |s| {
                     s.split(',')
                         .map(str::trim)
@@ -319,7 +365,7 @@ impl Settings {
             .map(|f| f.value)
             .unwrap_or_else(|| {
                 use ExternalStep::*;
-                vec![Explicit, Service, Node, Stun, Echo, Fallback]
+                vec![Explicit, Overlay, Service, Node, Stun, Echo, Fallback]
             });
 
         let source_timeout = r
@@ -529,6 +575,9 @@ impl Settings {
             local_ip: r.ip("LOCAL_IP"),
             external_ip: r.ip("EXTERNAL_IP"),
             overlay_ip: r.ip("OVERLAY_IP"),
+            overlay: overlay::read(&mut r),
+            horizon: horizon::read(&mut r),
+            port_offset,
             enable_dns: r.bool("ENABLE_DNS", false).value,
             external_dns: r.string("EXTERNAL_DNS"),
             dns: r.string("DNS"),
@@ -662,6 +711,14 @@ impl Settings {
         // Behind a node that declares itself the upstreams default to its advertised ports
         // (filled in once discovery knows them: `Settings::node_upstreams`).
         let node = self.declare.value == Declarer::Node;
+        if let Some(off) = self.port_offset.as_ref().filter(|_| !node) {
+            invalid(
+                "NETSTRAP_PORT_OFFSET",
+                &off.value.to_string(),
+                "netstrap's ports derive from the node's only when the node binds its own (NETSTRAP_DECLARE=node)",
+                "NETSTRAP_DECLARE=node, or unset NETSTRAP_PORT_OFFSET and set NETSTRAP_*_UPSTREAM",
+            );
+        }
         if self.tcp_mode.value == TcpMode::Relay && self.tcp_upstream.is_none() && !node {
             invalid(
                 "NETSTRAP_TCP_MODE",

@@ -55,7 +55,21 @@ pub const EDGELAKE: &[Variable] = &[
     ),
     v("LOCAL_IP", "discovered", "local (virtual) IP to bind and report; first in the local IP chain"),
     v("EXTERNAL_IP", "discovered", "external IP; first in the external IP chain"),
-    v("OVERLAY_IP", "unset", "replaces the local IP in policies (overlay networks)"),
+    v(
+        "OVERLAY_IP",
+        "unset",
+        "this node's overlay-network address (Tailscale, Nebula): replaces the local IP in policies — `local_ip` \
+         when no DNS/Service name is set, `ip` when no EXTERNAL_IP is (the `overlay` external source); see \
+         NETSTRAP_OVERLAY and docs/overlay.md",
+    ),
+    v(
+        "HZN_DEVICE_ID",
+        "unset",
+        "Open Horizon device id: NODE_NAME becomes `<NODE_NAME>_<id>` (the id alone without NODE_NAME), and the \
+         policy gets `hzn_device_id` and `hzn_node_id`, as EdgeLake's deploy_edgelake.sh and node_policy.al do",
+    ),
+    v("HZN_NODE_ID", "unset", "Open Horizon node id: the policy's `hzn_node_id` when HZN_DEVICE_ID is unset"),
+    v("HZN_ORGANIZATION", "unset", "Open Horizon organization: the policy's `hzn_org`"),
     v("ENABLE_DNS", "false", "when true, EXTERNAL_DNS goes into the policy's `ip`"),
     v("EXTERNAL_DNS", "unset", "external DNS name of this node"),
     v("DNS", "unset", "stable name for `local_ip` outside Kubernetes"),
@@ -104,10 +118,17 @@ pub const NETSTRAP: &[Variable] = &[
     ),
     v("NETSTRAP_INTERFACE", "unset", "take the local IP from this interface"),
     v("NETSTRAP_CIDR", "unset", "take the local IP from the interface address in this CIDR"),
+    v(
+        "NETSTRAP_OVERLAY",
+        "unset",
+        "the overlay network this node is reached on, as an interface name (tailscale0, nebula1) or a CIDR \
+         (100.64.0.0/10): its address is OVERLAY_IP's value (OVERLAY_IP wins when both are set) and the local IP \
+         after NETSTRAP_CIDR; no such address is an error naming the interfaces there (docs/overlay.md)",
+    ),
     v("NETSTRAP_IP_FAMILY", "ipv4", "preferred local IP family when several: ipv4 or ipv6"),
     v(
         "NETSTRAP_EXTERNAL_SOURCES",
-        "explicit,service,node,stun,echo,fallback",
+        "explicit,overlay,service,node,stun,echo,fallback",
         "external IP chain, in order; add aws, gcp or azure to ask instance metadata",
     ),
     v("NETSTRAP_SOURCE_TIMEOUT_MS", "2000", "timeout of each network discovery source"),
@@ -181,6 +202,13 @@ pub const NETSTRAP: &[Variable] = &[
         "NETSTRAP_BROKER_PORT",
         "ANYLOG_BROKER_PORT",
         "netstrap's own broker listening port, as NETSTRAP_TCP_PORT",
+    ),
+    v(
+        "NETSTRAP_PORT_OFFSET",
+        "unset",
+        "host networking (NETSTRAP_DECLARE=node only): each NETSTRAP_*_PORT not set defaults to the node's own port \
+         (ANYLOG_*_PORT) + this offset, so several nodes on one host, each with its own ports, never share one \
+         (docker/compose.host.yaml, k8s/overlays/hostnetwork); 1 to 64511",
     ),
     v("NETSTRAP_BROKER_MODE", "embedded when ANYLOG_BROKER_PORT is set", "embedded, relay or off"),
     v("NETSTRAP_BROKER_UPSTREAM", "unset", "co-located broker address for relay mode"),

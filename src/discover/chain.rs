@@ -51,6 +51,10 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
     let mut problems = Vec::new();
 
     let environment = environment(settings, &facts.host);
+    let overlay = super::overlay::overlay_ip(settings, &facts.interfaces).unwrap_or_else(|e| {
+        problems.push(format!("the overlay address: {e}"));
+        None
+    });
     let local_ip = match local_ip(settings, &facts.interfaces, &facts.route_ips) {
         Ok(ip) => ip,
         Err(e) => {
@@ -73,7 +77,7 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
     {
         warnings.push(format!("Kubernetes API: {e}; external ports come from configuration"));
     }
-    let (external, candidates) = external_chain(settings, &kube, &local_ip).await;
+    let (external, candidates) = external_chain(settings, &kube, &local_ip, overlay.as_ref()).await;
     if external.value.source == ExternalIpSource::LocalFallback {
         warnings.push(format!(
             "no external address found ({}); outside peers are given the stable name",
@@ -81,7 +85,8 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
         ));
     }
 
-    let stable_name = stable_name(settings, environment.value, &local_ip, &facts.names, &mut problems);
+    let stable_name =
+        stable_name(settings, environment.value, &local_ip, overlay.as_ref(), &facts.names, &mut problems);
     let resolution =
         if problems.is_empty() { resolution(settings, &facts.names, &stable_name.value).await } else { None };
     if let Some(Resolution { error: Some(e), .. }) = &resolution {
@@ -109,6 +114,7 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
     Discovery {
         environment,
         local_ip,
+        overlay,
         host_ip,
         external,
         candidates,
@@ -131,6 +137,7 @@ async fn external_chain(
     settings: &Settings,
     kube: &KubeContext,
     local_ip: &Found<IpAddr>,
+    overlay: Option<&Found<IpAddr>>,
 ) -> (Found<ExternalCandidate>, Vec<ExternalCandidate>) {
     let mut skipped = Vec::new();
     let mut candidates = Vec::new();
@@ -139,12 +146,17 @@ async fn external_chain(
         if *step == ExternalStep::Fallback {
             break;
         }
-        let is_egress_only =
-            !matches!(step, ExternalStep::Explicit | ExternalStep::Service | ExternalStep::Node);
+        let is_egress_only = !matches!(
+            step,
+            ExternalStep::Explicit | ExternalStep::Overlay | ExternalStep::Service | ExternalStep::Node
+        );
         if is_egress_only && egress.is_some() {
             continue;
         }
-        let result = external_step(settings, kube, *step).await;
+        let result = match step {
+            ExternalStep::Overlay => overlay_step(overlay),
+            _ => external_step(settings, kube, *step).await,
+        };
         match result {
             Ok((cand, why)) => {
                 candidates.push(cand.clone());
@@ -169,6 +181,17 @@ async fn external_chain(
     };
     candidates.push(cand.clone());
     (Found::new(cand, Provenance::new("fallback: the local IP").after(skipped)), candidates)
+}
+
+/// The overlay address as an ingress candidate: every peer on the overlay dials it.
+fn overlay_step(overlay: Option<&Found<IpAddr>>) -> Result<(ExternalCandidate, String), SourceError> {
+    let ip =
+        overlay.ok_or_else(|| SourceError::NotConfigured("OVERLAY_IP / NETSTRAP_OVERLAY not set".into()))?;
+    let source = ExternalIpSource::Overlay;
+    Ok((
+        ExternalCandidate { host: ip.value.to_string(), source, reach: source.reach() },
+        ip.why.source.clone(),
+    ))
 }
 
 fn step_name(step: ExternalStep) -> String {
@@ -250,6 +273,7 @@ async fn other_step(
         ExternalStep::Service | ExternalStep::Node => {
             Err(SourceError::NotConfigured("not in Kubernetes".into()))
         }
+        ExternalStep::Overlay => Err(SourceError::NotConfigured("handled by the chain".into())),
         ExternalStep::Fallback => Err(SourceError::NotConfigured("the last resort".into())),
     }
 }

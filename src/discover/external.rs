@@ -8,6 +8,8 @@ use serde::Serialize;
 pub enum ExternalIpSource {
     /// `EXTERNAL_IP` (or `EXTERNAL_DNS` with `ENABLE_DNS`).
     Explicit,
+    /// The overlay address (`OVERLAY_IP`, or found by `NETSTRAP_OVERLAY`).
+    Overlay,
     /// The Service's `status.loadBalancer.ingress`.
     ServiceIngress,
     /// The Node's `ExternalIP` (then `InternalIP`) address.
@@ -39,6 +41,7 @@ impl ExternalIpSource {
     pub fn reach(self) -> Reach {
         match self {
             ExternalIpSource::Explicit
+            | ExternalIpSource::Overlay
             | ExternalIpSource::ServiceIngress
             | ExternalIpSource::NodeAddress
             | ExternalIpSource::LocalFallback => Reach::Ingress,

@@ -1,5 +1,5 @@
 //! The local (virtual) IP: `LOCAL_IP` > downward API `POD_IP`/`POD_IPS` > interface by name
-//! > interface by CIDR > the interface of the default route > loopback.
+//! > interface by CIDR > the overlay address (`OVERLAY_IP`, `NETSTRAP_OVERLAY`) > the interface of the default route > loopback.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
@@ -51,7 +51,7 @@ pub fn default_route_ips() -> Vec<IpAddr> {
     .collect()
 }
 
-fn family_rank(family: IpFamily, ip: &IpAddr) -> u8 {
+pub(super) fn family_rank(family: IpFamily, ip: &IpAddr) -> u8 {
     match (family, ip) {
         (IpFamily::Ipv4, IpAddr::V4(_)) | (IpFamily::Ipv6, IpAddr::V6(_)) => 0,
         _ => 1,
@@ -59,7 +59,7 @@ fn family_rank(family: IpFamily, ip: &IpAddr) -> u8 {
 }
 
 /// Usable addresses for binding/advertising: not link-local IPv6 (needs a scope id).
-fn usable(ip: &IpAddr) -> bool {
+pub(super) fn usable(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_link_local(),
         IpAddr::V6(v6) => !v6.is_unspecified() && !v6.is_unicast_link_local(),
@@ -128,6 +128,13 @@ pub fn local_ip(
     }
     skipped.push("NETSTRAP_CIDR not set".to_string());
 
+    // The overlay address (its own error is reported by discovery, once).
+    match super::overlay::overlay_ip(settings, interfaces) {
+        Ok(Some(ip)) => return Ok(Found::new(ip.value, ip.why.after(skipped))),
+        Ok(None) => skipped.push("OVERLAY_IP / NETSTRAP_OVERLAY not set".to_string()),
+        Err(_) => skipped.push("NETSTRAP_OVERLAY found no address".to_string()),
+    }
+
     if let Some(ip) = route_ips.iter().filter(|ip| usable(ip)).min_by_key(|ip| family_rank(fam, ip)) {
         let name = interfaces.iter().find(|a| a.ip == *ip).map(|a| a.name.as_str()).unwrap_or("?");
         return Ok(Found::new(
@@ -151,8 +158,12 @@ pub fn local_ip(
     Ok(Found::new(lo, Provenance::new("loopback (no network: this host only)").after(skipped)))
 }
 
-fn names(interfaces: &[InterfaceAddr]) -> String {
-    let mut n: Vec<&str> = interfaces.iter().map(|a| a.name.as_str()).collect();
-    n.dedup();
+pub(super) fn names(interfaces: &[InterfaceAddr]) -> String {
+    let mut n: Vec<&str> = Vec::new();
+    for a in interfaces {
+        if !n.contains(&a.name.as_str()) {
+            n.push(&a.name);
+        }
+    }
     n.join(", ")
 }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod kubernetes;
 pub mod local_ip;
 pub mod name;
+pub mod overlay;
 pub mod stun;
 
 use std::time::Duration;
@@ -91,6 +92,9 @@ pub struct Resolution {
 pub struct Discovery {
     pub environment: Found<EnvironmentKind>,
     pub local_ip: Found<IpAddr>,
+    /// The overlay address (`OVERLAY_IP`, or found by `NETSTRAP_OVERLAY`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<Found<IpAddr>>,
     /// The node's own address (downward API HOST_IP), if known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_ip: Option<Found<IpAddr>>,

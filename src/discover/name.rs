@@ -1,7 +1,8 @@
 //! The stable name peers use inside the cluster, and what it resolves to.
 //!
 //! Order: `DNS` > `<HOSTNAME>.<DNS_DOMAIN>` > the Service FQDN `<svc>.<ns>.svc.<domain>`
-//! (per-pod `<pod>.<svc>.<ns>.svc.<domain>` with `NETSTRAP_PER_POD_NAME`) > `OVERLAY_IP` >
+//! (per-pod `<pod>.<svc>.<ns>.svc.<domain>` with `NETSTRAP_PER_POD_NAME`) > the overlay address
+//! (`OVERLAY_IP`, `NETSTRAP_OVERLAY`) >
 //! the local IP (with a warning). In Kubernetes a Service name is required: without it
 //! every restart would advertise a new address.
 
@@ -51,6 +52,7 @@ pub fn stable_name(
     settings: &Settings,
     kind: EnvironmentKind,
     local_ip: &Found<IpAddr>,
+    overlay: Option<&Found<IpAddr>>,
     facts: &NameFacts,
     problems: &mut Vec<String>,
 ) -> Found<String> {
@@ -89,10 +91,10 @@ pub fn stable_name(
                 .into(),
         );
     }
-    if let Some(ip) = &settings.overlay_ip {
-        return Found::new(ip.value.to_string(), Provenance::new("env OVERLAY_IP").after(skipped));
+    if let Some(ip) = overlay {
+        return Found::new(ip.value.to_string(), ip.why.clone().after(skipped));
     }
-    skipped.push("OVERLAY_IP not set".to_string());
+    skipped.push("OVERLAY_IP / NETSTRAP_OVERLAY not set".to_string());
     Found::new(
         local_ip.value.to_string(),
         Provenance::new("the local IP (no stable name configured: set DNS or NETSTRAP_SERVICE)")

@@ -58,10 +58,16 @@ fn system_hostname() -> Option<String> {
     (!name.is_empty() && name != "(none)" && name != "localhost").then(|| name.to_string())
 }
 
-/// `NODE_NAME`, else `<stable hostname> <node_type>`.
+/// `NODE_NAME`, else `<stable hostname> <node_type>`; with Open Horizon's `HZN_DEVICE_ID`,
+/// `<NODE_NAME>_<device id>` (the device id alone without `NODE_NAME`), as EdgeLake's
+/// deploy_edgelake.sh sets it.
 pub fn node_name(settings: &Settings, d: &Discovery) -> String {
-    match &settings.node_name {
-        Some(n) => n.value.clone(),
+    let given = settings.node_name.as_ref().map(|n| n.value.as_str());
+    if let Some(name) = settings.horizon.node_name(given) {
+        return name;
+    }
+    match given {
+        Some(n) => n.to_string(),
         None => format!("{} {}", stable_hostname(settings, d), settings.node_type.value.name()),
     }
 }
@@ -81,6 +87,9 @@ pub fn node_policy(
     p.insert("name".into(), json!(node_name(settings, d)));
     p.insert("company".into(), json!(settings.company_name));
     p.insert("hostname".into(), json!(stable_hostname(settings, d)));
+    for (k, v) in settings.horizon.after_hostname() {
+        p.insert(k.into(), json!(v));
+    }
     let ip = if external { d.external.value.host.clone() } else { d.stable_name.value.clone() };
     p.insert("ip".into(), json!(ip));
     p.insert("local_ip".into(), json!(d.stable_name.value));
@@ -107,6 +116,9 @@ pub fn node_policy(
     p.insert("country".into(), json!(settings.country));
     p.insert("state".into(), json!(settings.state));
     p.insert("city".into(), json!(settings.city));
+    for (k, v) in settings.horizon.after_location() {
+        p.insert(k.into(), json!(v));
+    }
     Ok(json!({ settings.node_type.value.policy_type(): Value::Object(p) }))
 }
 

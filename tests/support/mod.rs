@@ -6,6 +6,7 @@ pub mod dns_server;
 pub mod edgelake;
 pub mod fake_edgelake;
 pub mod fake_kube;
+pub mod hostns;
 pub mod ledger;
 pub mod netns;
 pub mod ports;
