@@ -556,6 +556,7 @@ pub fn run(mut settings: Settings) -> ExitCode {
     }
     // Advertise only now: every listener is bound and serving.
     control.spawn(advertiser.run(discovery.clone(), table.clone(), shutdown.clone()));
+    control.spawn(crate::systemd::notify_ready(health.clone()));
 
     let delay = settings.shutdown_delay.unwrap_or(match discovery.environment.value {
         EnvironmentKind::Kubernetes => Duration::from_secs(5),
@@ -628,6 +629,7 @@ async fn lifecycle(
         }
     }
     health.start_draining();
+    crate::systemd::stopping();
     info!(delay_s = delay.as_secs(), "readiness is 503; waiting before closing the listeners");
     let second = async {
         tokio::select! {
