@@ -96,9 +96,17 @@ impl NodeFiles<'_> {
              # advertises the stable addresses. Apply with: process {}\n",
             dir.join("netstrap.al").display()
         );
+        let loopback = self.loopback_node();
         for row in &self.table.rows {
             let p = crate::report::json_name(&row.plane);
             match (row.plane, self.upstream(row.plane)) {
+                // main.al already bound it from netstrap.env: a second `run ... server` would
+                // start a listener thread that cannot bind and overwrite the node's record of
+                // its addresses. Only the reply address is left to set.
+                (_, Some(up)) if loopback && up.ip().is_loopback() => t.push_str(&format!(
+                    "# {p}: bound on {up} by the node's main.al, from netstrap.env ({}_BIND=true, NIC_TYPE=lo)\n",
+                    p.to_uppercase()
+                )),
                 (Plane::Tcp, Some(up)) => t.push_str(&format!(
                     "run tcp server where external_ip=!tcp_external_ip and external_port=!tcp_external_port and \
                      internal_ip={} and internal_port=!tcp_internal_port and bind=true and threads=!tcp_threads\n",
@@ -249,7 +257,8 @@ impl NodeFiles<'_> {
     /// On a host, a node behind netstrap's loopback relays must not listen on the host's
     /// public addresses (`*_BIND=false` is all interfaces, around netstrap).
     fn loopback_node(&self) -> bool {
-        self.discovery.environment.value == crate::discover::environment::EnvironmentKind::Host
+        self.settings.declare.value == crate::config::Declarer::Netstrap
+            && self.discovery.environment.value == crate::discover::environment::EnvironmentKind::Host
             && self.table.rows.iter().any(|r| self.upstream(r.plane).is_some_and(|a| a.ip().is_loopback()))
     }
 
