@@ -385,7 +385,11 @@ pub fn run(mut settings: Settings) -> ExitCode {
     advertiser.register_checks(&discovery);
     // Every check is registered before any plane serves `/readyz`: a probe in between must not
     // see a partial list and answer 200.
-    if listeners.iter().any(|(plane, _)| *plane == Plane::Broker) {
+    // netstrap's own broker; a relayed one is the node's, covered by `upstream` like the other
+    // relays (else a node started after netstrap's readiness could never make it ready).
+    let embedded_broker =
+        !(settings.broker_mode.value == BrokerMode::Relay && settings.broker_upstream.is_some());
+    if embedded_broker && listeners.iter().any(|(plane, _)| *plane == Plane::Broker) {
         health.register(CHECK_BROKER, "waiting for the broker to answer an MQTT CONNECT");
     }
     let upstreams: Vec<(&'static str, std::net::SocketAddr)> = [
@@ -513,7 +517,7 @@ pub fn run(mut settings: Settings) -> ExitCode {
                 });
             }
         }
-        if plane == Plane::Broker {
+        if plane == Plane::Broker && embedded_broker {
             let target = local_target(row.bind_ip.value, row.port.value);
             let health = health.clone();
             let creds = settings.broker_credentials.clone().map(|(u, p)| (u, p.0));
