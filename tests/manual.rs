@@ -108,7 +108,7 @@ fn man_page_renders_with_man_and_documents_every_variable() {
     assert!(out.status.success(), "man -l: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     // Bold/underline overstrikes, if man's pager settings leave any.
-    let text = text.replace(|c: char| c == '\u{8}', "");
+    let text = text.replace('\u{8}', "");
     for section in
         ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "SUBCOMMANDS", "ENVIRONMENT", "FILES", "SEE ALSO"]
     {

@@ -6,7 +6,7 @@
 //! | `node_policy.json` | the node policy as declared |
 //! | `config_policy.json` | the config policy (quoted `"!var"` literals) |
 //! | `network.json` | the connection table and the discovery behind it |
-//! | `netstrap.al` | EdgeLake commands: the node binds loopback on its internal ports (netstrap relays to them) and replies with the advertised address |
+//! | `netstrap.al` | EdgeLake commands: the node binds loopback on its internal ports (netstrap relays to them) and replies with the advertised address; on a host, where `netstrap.env` already binds it to loopback (docs/host.md), only the reply address |
 //!
 //! `netstrap.env` values are written bare when they are plain words, else in double quotes
 //! with `\` and `"` escaped (docker compose and systemd read both forms).
