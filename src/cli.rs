@@ -8,7 +8,13 @@ use clap::{Parser, Subcommand};
 use crate::config::{Layers, Origin, Settings, read_toml_file};
 
 #[derive(Parser, Debug)]
-#[command(name = "netstrap", version, about = "A stable network identity for EdgeLake/AnyLog nodes")]
+#[command(
+    name = "netstrap",
+    version,
+    about = "A stable network identity for EdgeLake/AnyLog nodes",
+    after_help = crate::manual::after_help(),
+    after_long_help = crate::manual::after_long_help()
+)]
 pub struct Cli {
     /// TOML file of KEY = value pairs (environment variable names); below the environment.
     #[arg(long, global = true, value_name = "FILE")]
@@ -54,6 +60,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the shell completion script for SHELL, e.g. `netstrap completions bash >
+    /// /usr/share/bash-completion/completions/netstrap`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `netstrap man | man -l -`.
+    Man,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -75,6 +89,9 @@ pub fn layers(cli: &Cli) -> Result<Layers, crate::config::ConfigErrors> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(code) = crate::manual::run(&cli) {
+        return code;
+    }
     let settings = match layers(&cli).and_then(|l| Settings::parse(&l)) {
         Ok(s) => s,
         Err(e) => {

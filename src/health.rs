@@ -53,6 +53,8 @@ impl Readiness {
 pub struct Health {
     checks: Arc<Mutex<BTreeMap<String, Check>>>,
     draining: Arc<AtomicBool>,
+    /// Bumped on every change, for whoever waits for readiness (`systemd::notify_ready`).
+    changed: Arc<tokio::sync::watch::Sender<()>>,
 }
 
 impl Health {
@@ -67,6 +69,12 @@ impl Health {
 
     pub fn set(&self, name: &str, check: Check) {
         self.lock().insert(name.to_string(), check);
+        self.changed.send_replace(());
+    }
+
+    /// A receiver that sees every change of a check or of draining.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
     }
 
     /// The checks, also after a thread panicked holding them: a map insert leaves the map
@@ -86,6 +94,7 @@ impl Health {
     /// Shutdown started: readiness fails from now on.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.changed.send_replace(());
     }
 
     pub fn is_draining(&self) -> bool {

@@ -18,7 +18,8 @@
 //! - [`bind`] — binding the listeners, with errors that name plane, address and cause.
 //! - [`planes`] — the tcp (peer protocol / relay), rest (API + proxy) and broker (MQTT) planes.
 //! - [`health`] — readiness latches and draining; [`metrics`] — Prometheus metrics, served on
-//!   the rest plane or on the [`admin`] listener.
+//!   the rest plane or on the [`admin`] listener; [`systemd`] — `READY=1`/`STOPPING=1` to
+//!   systemd (`Type=notify`).
 //! - [`lifecycle`] — `netstrap run`: discover, bind, serve, advertise, shut down gracefully.
 //! - [`policy`] — EdgeLake policies: rendering, ids, the `!var` template language.
 //! - [`advertise`] — render, write the node's files ([`state`]: atomic writes), declare in a
@@ -26,7 +27,8 @@
 //! - [`verify`] — self-verification of the advertised endpoints; [`peers`] — reachability of
 //!   every node in the registry.
 //! - [`tls`] — optional TLS on the rest and broker planes: certificate reload, SAN check.
-//! - [`cli`], [`report`], [`probe`], [`logging`] — the command line and its output.
+//! - [`cli`], [`report`], [`probe`], [`logging`] — the command line and its output; [`manual`] —
+//!   its completions, man page and `--help` epilogue.
 
 pub mod addr;
 pub mod admin;
@@ -38,6 +40,7 @@ pub mod discover;
 pub mod health;
 pub mod lifecycle;
 pub mod logging;
+pub mod manual;
 pub mod memory;
 pub mod metrics;
 pub mod peers;
@@ -49,6 +52,7 @@ pub mod registry;
 pub mod report;
 pub mod snapshot;
 pub mod state;
+pub mod systemd;
 pub mod table;
 pub mod tls;
 pub mod upstream;

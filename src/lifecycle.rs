@@ -369,7 +369,11 @@ pub fn run(mut settings: Settings) -> ExitCode {
     advertiser.register_checks(&discovery);
     // Every check is registered before any plane serves `/readyz`: a probe in between must not
     // see a partial list and answer 200.
-    if listeners.iter().any(|(plane, _)| *plane == Plane::Broker) {
+    // netstrap's own broker; a relayed one is the node's, covered by `upstream` like the other
+    // relays (else a node started after netstrap's readiness could never make it ready).
+    let embedded_broker =
+        !(settings.broker_mode.value == BrokerMode::Relay && settings.broker_upstream.is_some());
+    if embedded_broker && listeners.iter().any(|(plane, _)| *plane == Plane::Broker) {
         health.register(CHECK_BROKER, "waiting for the broker to answer an MQTT CONNECT");
     }
     let upstreams: Vec<(&'static str, std::net::SocketAddr)> = [
@@ -498,7 +502,7 @@ pub fn run(mut settings: Settings) -> ExitCode {
                 });
             }
         }
-        if plane == Plane::Broker {
+        if plane == Plane::Broker && embedded_broker {
             let target = crate::addr::local_target(row.bind_ip.value, row.port.value);
             let health = health.clone();
             let creds = settings.broker_credentials.clone().map(|(u, p)| (u, p.0));
@@ -546,6 +550,7 @@ pub fn run(mut settings: Settings) -> ExitCode {
     }
     // Advertise only now: every listener is bound and serving.
     control.spawn(advertiser.run(discovery.clone(), table.clone(), shutdown.clone()));
+    control.spawn(crate::systemd::notify_ready(health.clone()));
 
     let delay = settings.shutdown_delay.unwrap_or(match discovery.environment.value {
         EnvironmentKind::Kubernetes => Duration::from_secs(5),
@@ -618,6 +623,7 @@ async fn lifecycle(
         }
     }
     health.start_draining();
+    crate::systemd::stopping();
     info!(delay_s = delay.as_secs(), "readiness is 503; waiting before closing the listeners");
     let second = async {
         tokio::select! {

@@ -6,7 +6,7 @@
 //! | `node_policy.json` | the node policy as declared |
 //! | `config_policy.json` | the config policy (quoted `"!var"` literals) |
 //! | `network.json` | the connection table and the discovery behind it |
-//! | `netstrap.al` | EdgeLake commands: the node binds loopback on its internal ports (netstrap relays to them) and replies with the advertised address |
+//! | `netstrap.al` | EdgeLake commands: the node binds loopback on its internal ports (netstrap relays to them) and replies with the advertised address; on a host, where `netstrap.env` already binds it to loopback (docs/host.md), only the reply address |
 //!
 //! `netstrap.env` values are written bare when they are plain words, else in double quotes
 //! with `\` and `"` escaped (docker compose and systemd read both forms).
@@ -87,13 +87,26 @@ impl NodeFiles<'_> {
 
     /// `netstrap.al`: the listener commands for a node behind netstrap.
     pub fn al(&self) -> String {
-        let mut t = String::from(
+        // The path where this file really is (the state dir, made absolute): the node's
+        // working directory is not netstrap's.
+        let dir =
+            std::path::absolute(&self.settings.state_dir).unwrap_or_else(|_| self.settings.state_dir.clone());
+        let mut t = format!(
             "# Rendered by netstrap: the node listens on loopback behind netstrap's relays and\n\
-             # advertises the stable addresses. Apply with: process !!anylog_path/netstrap.al\n",
+             # advertises the stable addresses. Apply with: process {}\n",
+            dir.join("netstrap.al").display()
         );
+        let loopback = self.loopback_node();
         for row in &self.table.rows {
             let p = row.plane.name();
             match (row.plane, self.upstream(row.plane)) {
+                // main.al already bound it from netstrap.env: a second `run ... server` would
+                // start a listener thread that cannot bind and overwrite the node's record of
+                // its addresses. Only the reply address is left to set.
+                (_, Some(up)) if loopback && up.ip().is_loopback() => t.push_str(&format!(
+                    "# {p}: bound on {up} by the node's main.al, from netstrap.env ({}_BIND=true, NIC_TYPE=lo)\n",
+                    p.to_uppercase()
+                )),
                 (Plane::Tcp, Some(up)) => t.push_str(&format!(
                     "run tcp server where external_ip=!tcp_external_ip and external_port=!tcp_external_port and \
                      internal_ip={} and internal_port=!tcp_internal_port and bind=true and threads=!tcp_threads\n",
@@ -201,25 +214,60 @@ impl NodeFiles<'_> {
         put("NODE_TYPE", s.node_type.value.name().into());
         put("NODE_NAME", field(self.node_policy, "name").unwrap_or_default());
         put("COMPANY_NAME", s.company_name.clone());
-        // EdgeLake puts DNS into local_ip: the stable name instead of the pod IP.
-        put("DNS", d.stable_name.value.clone());
         let ip = field(self.node_policy, "ip").unwrap_or_default();
-        if ip.parse::<std::net::IpAddr>().is_ok() {
-            put("EXTERNAL_IP", ip.clone());
+        let loopback = self.loopback_node();
+        if loopback {
+            self.loopback_env(put);
+            if ip.parse::<std::net::IpAddr>().is_ok() {
+                put("EXTERNAL_IP", ip.clone());
+            }
         } else {
-            put("ENABLE_DNS", "true".into());
-            put("EXTERNAL_DNS", ip.clone());
+            // EdgeLake puts DNS into local_ip: the stable name instead of the pod IP.
+            put("DNS", d.stable_name.value.clone());
+            if ip.parse::<std::net::IpAddr>().is_ok() {
+                put("EXTERNAL_IP", ip.clone());
+            } else {
+                put("ENABLE_DNS", "true".into());
+                put("EXTERNAL_DNS", ip.clone());
+            }
         }
         for row in &self.table.rows {
-            let internal = self.upstream(row.plane).map(|a| a.port()).unwrap_or(row.port.value);
+            let upstream = self.upstream(row.plane);
+            let internal = upstream.map(|a| a.port()).unwrap_or(row.port.value);
             let (var, bind) = (row.plane.port_var(), row.plane.bind_var());
             put(var, internal.to_string());
-            // Never true: EdgeLake's scripts bind `*_BIND=true` to the node's own (pod) IP,
-            // where netstrap's loopback relay cannot reach it. All interfaces works behind
-            // the relay; `netstrap.al` narrows it to loopback explicitly.
-            put(bind, "false".into());
+            // In a pod or container: never true, EdgeLake's scripts bind `*_BIND=true` to the
+            // node's own (pod) IP, where netstrap's loopback relay cannot reach it; all
+            // interfaces of the pod works behind the relay. On a host all interfaces are the
+            // host's public ones: there `NIC_TYPE=lo` makes the bound address loopback.
+            let on_loopback = loopback && upstream.is_some_and(|a| a.ip().is_loopback());
+            put(bind, on_loopback.to_string());
         }
         put("LEDGER_CONN", self.table.ledger_conn.value.clone());
+    }
+
+    /// On a host, a node behind netstrap's loopback relays must not listen on the host's
+    /// public addresses (`*_BIND=false` is all interfaces, around netstrap).
+    fn loopback_node(&self) -> bool {
+        self.settings.declare.value == crate::config::Declarer::Netstrap
+            && self.discovery.environment.value == crate::discover::environment::EnvironmentKind::Host
+            && self.table.rows.iter().any(|r| self.upstream(r.plane).is_some_and(|a| a.ip().is_loopback()))
+    }
+
+    /// The inputs of EdgeLake's main.al that make it bind loopback (docs/host.md): with
+    /// `*_BIND=true` it binds TCP to `DNS` when set, else to its `ip`; REST and the broker to
+    /// `EXTERNAL_DNS` with `ENABLE_DNS`, else `OVERLAY_IP`, else its `ip`; `NIC_TYPE=lo` makes
+    /// its `ip` 127.0.0.1 (`set internal ip with lo`) and turns `OVERLAY_IP` off. The others
+    /// are written empty so the node's own env file cannot bring them back. The node's own
+    /// scripts would declare that loopback address: `IS_HIDDEN=true` stops them (netstrap
+    /// declares the node; EdgeLake ignores it for an operator).
+    fn loopback_env(&self, put: &mut impl FnMut(&str, String)) {
+        put("NIC_TYPE", "lo".into());
+        for var in ["DNS", "DNS_DOMAIN", "EXTERNAL_DNS", "OVERLAY_IP"] {
+            put(var, String::new());
+        }
+        put("ENABLE_DNS", "false".into());
+        put("IS_HIDDEN", "true".into());
     }
 
     /// Every file: its name in the state dir and its contents.

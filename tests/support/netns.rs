@@ -230,6 +230,13 @@ impl Cluster {
         self.plug_into_lan(name, name, addr)
     }
 
+    /// A plain machine on the LAN at `addr` in 192.168.50.0/24 (not the infra's .1, a node's .11
+    /// and up, nor the external client's .100): a host that runs netstrap and a node without
+    /// Kubernetes. Returns its namespace.
+    pub fn add_host(&mut self, name: &str, addr: Ipv4Addr) -> String {
+        self.lan_host(name, addr)
+    }
+
     fn add_node(&mut self, i: usize) {
         let name = format!("node-{i}");
         let addr = Ipv4Addr::new(192, 168, 50, 11 + i as u8);
