@@ -150,11 +150,8 @@ fn probe(settings: &Settings, kind: crate::probe::ProbeKind, timeout: u64) -> Ex
 }
 
 async fn policy(settings: Settings, json: bool) -> ExitCode {
-    let discovery = crate::discover::discover(&settings).await;
-    let table = crate::table::ConnectionTable::plan(&settings, &discovery);
-    let cluster = settings.cluster_id.clone().or_else(|| {
-        settings.cluster_name.as_ref().map(|n| crate::policy::id::cluster_id(&settings.company_name, n))
-    });
+    let crate::lifecycle::Plan { discovery, table } = crate::lifecycle::Plan::of(&settings).await;
+    let cluster = crate::policy::render::cluster(&settings).ok().flatten().map(|c| c.offline_id());
     let node = match crate::policy::render::node_policy(&settings, &discovery, &table, cluster.as_deref()) {
         Ok(p) => p,
         Err(e) => {
@@ -177,8 +174,7 @@ async fn policy(settings: Settings, json: bool) -> ExitCode {
 }
 
 async fn discover(settings: Settings, json: bool) -> ExitCode {
-    let discovery = crate::discover::discover(&settings).await;
-    let table = crate::table::ConnectionTable::plan(&settings, &discovery);
+    let crate::lifecycle::Plan { discovery, table } = crate::lifecycle::Plan::of(&settings).await;
     if json {
         let doc = serde_json::json!({ "discovery": discovery, "table": table });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());

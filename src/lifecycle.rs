@@ -187,382 +187,488 @@ pub fn raise_open_file_limit() -> Option<u64> {
     getrlimit(Resource::Nofile).current
 }
 
-pub fn run(mut settings: Settings) -> ExitCode {
+/// Why `netstrap run` did not start, phrased for the operator. [`StartError::exit_code`] is the
+/// one place that maps these to exit codes (README, "Commands").
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{0}")]
+    Certificate(crate::tls::TlsError),
+    #[error("cannot determine {}", .0.join("; cannot determine "))]
+    Discovery(Vec<String>),
+    /// A combination the table makes impossible (`NETSTRAP_DECLARE=node` ports).
+    #[error("{0}")]
+    Plan(String),
+    /// A setting netstrap refuses to run with (an anonymous broker beyond loopback).
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Bind(#[from] crate::bind::BindError),
+    #[error("{0}")]
+    AdminBind(#[from] crate::admin::AdminBindError),
+    #[error("{0}")]
+    StateLocked(crate::state::LockError),
+    #[error("{plane} plane: cannot start its runtime: {cause}")]
+    PlaneRuntime { plane: &'static str, cause: std::io::Error },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+impl StartError {
+    /// 2: a configuration netstrap refuses; 1: anything else that kept it from serving.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            StartError::Refused(_) | StartError::StateLocked(_) => ExitCode::from(2),
+            _ => ExitCode::FAILURE,
+        }
+    }
+
+    /// What had happened when it failed: nothing is ever advertised before every listener is
+    /// bound.
+    fn consequence(&self) -> &'static str {
+        match self {
+            StartError::Runtime(_)
+            | StartError::Certificate(_)
+            | StartError::Discovery(_)
+            | StartError::Plan(_)
+            | StartError::Refused(_) => "nothing bound, nothing advertised",
+            _ => "nothing advertised",
+        }
+    }
+}
+
+/// Discovery and the connection table: what `netstrap discover`, `netstrap policy` and
+/// `netstrap run` all start from, computed one way.
+pub struct Plan {
+    pub discovery: Discovery,
+    pub table: ConnectionTable,
+}
+
+impl Plan {
+    pub async fn of(settings: &Settings) -> Plan {
+        let discovery = discover(settings).await;
+        let table = ConnectionTable::plan(settings, &discovery);
+        Plan { discovery, table }
+    }
+}
+
+/// Phase 1 of `run`: everything decided, nothing bound.
+struct Prepared {
+    settings: Settings,
+    plan: Plan,
+    tls_store: Option<Arc<crate::tls::CertStore>>,
+}
+
+/// Phase 2: every listener bound, nothing served or advertised yet.
+struct Bound {
+    prepared: Prepared,
+    listeners: Vec<(Plane, std::net::TcpListener)>,
+    admin: Option<std::net::TcpListener>,
+    _state_lock: Option<crate::state::StateLock>,
+    tls: Option<crate::tls::Tls>,
+    rest_tls: Option<Arc<rustls::ServerConfig>>,
+    broker_tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Phase 3: serving and advertising, until a signal or a plane stopping.
+struct Running {
+    health: Health,
+    shutdown: Shutdown,
+    done: tokio::sync::mpsc::UnboundedReceiver<Done>,
+    runtimes: Vec<tokio::runtime::Runtime>,
+    delay: Duration,
+    grace: Duration,
+    _state_lock: Option<crate::state::StateLock>,
+}
+
+pub fn run(settings: Settings) -> ExitCode {
     let open_files = raise_open_file_limit();
     tracing::debug!(?open_files, "open-file limit");
     crate::memory::spawn_trimmer();
-    let control = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    {
-        let _in = control.enter();
-        ignore_stray_signals();
-    }
-    // The certificate is checked before anything else happens: a bad one is a configuration
-    // error, reported naming the file.
-    let tls_store = match &settings.tls {
-        Some(t) => match crate::tls::CertStore::open(crate::tls::TlsFiles {
-            cert: t.cert.clone(),
-            key: t.key.clone(),
-        }) {
-            Ok(store) => Some(store),
-            Err(e) => {
-                error!("{e}");
-                error!("nothing bound, nothing advertised");
-                return ExitCode::FAILURE;
+    let started = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)
+        .and_then(|control| {
+            {
+                let _in = control.enter();
+                ignore_stray_signals();
             }
-        },
-        None => None,
-    };
-    let discovery = control.block_on(discover(&settings));
-    for w in &discovery.warnings {
-        warn!("{w}");
-    }
-    if !discovery.problems.is_empty() {
-        for p in &discovery.problems {
-            error!("cannot determine {p}");
-        }
-        error!("nothing bound, nothing advertised");
-        return ExitCode::FAILURE;
-    }
-    let table = ConnectionTable::plan(&settings, &discovery);
-    for line in table.render_text().lines().filter(|l| !l.trim().is_empty()) {
-        info!("{line}");
-    }
-    let node_declares = settings.declare.value == crate::config::Declarer::Node;
-    if node_declares && let Err(e) = node_upstreams(&mut settings, &table) {
-        error!("{e}");
-        error!("nothing bound, nothing advertised");
-        return ExitCode::FAILURE;
-    }
-    if let Err(e) = anonymous_broker_allowed(&settings, &table) {
-        error!("{e}");
-        error!("nothing bound, nothing advertised");
-        return ExitCode::from(2);
-    }
-
-    // Bind every listener before serving anything.
-    let mut listeners = Vec::new();
-    for (plane, addr) in crate::bind::addresses(&table) {
-        match crate::bind::bind(plane, addr) {
-            Ok(l) => {
-                info!(plane = plane.name(), %addr, "bound");
-                listeners.push((plane, l));
-            }
-            Err(e) => {
-                error!("{e}");
-                error!("nothing advertised");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-
-    // NETSTRAP_ADMIN_ADDR: bound with the planes, served once they serve (src/admin.rs).
-    let mut admin = match settings.admin_addr.map(crate::admin::bind).transpose() {
-        Ok(admin) => admin,
+            let prepared = control.block_on(Prepared::new(settings))?;
+            let running = prepared.bind()?.start(&control)?;
+            Ok((control, running))
+        });
+    match started {
+        Ok((control, running)) => running.wait(&control),
         Err(e) => {
             error!("{e}");
-            error!("nothing advertised");
-            return ExitCode::FAILURE;
+            error!("{}", e.consequence());
+            e.exit_code()
         }
-    };
-
-    // One instance per state directory, held until the process ends.
-    let _state_lock = match crate::state::lock(&settings.state_dir) {
-        Ok(lock) => Some(lock),
-        Err(e @ crate::state::LockError::Held { .. }) => {
-            error!("{e}");
-            error!("nothing advertised");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            warn!("{e}");
-            None
-        }
-    };
-
-    // TLS: which planes use it (a broker that is off has none), and their server settings.
-    let tls = match (&settings.tls, tls_store) {
-        (Some(t), Some(store)) => {
-            let planes: Vec<Plane> = [(Plane::Rest, t.rest), (Plane::Broker, t.broker)]
-                .into_iter()
-                .filter(|(p, on)| *on && table.row(*p).is_some())
-                .map(|(p, _)| p)
-                .collect();
-            Some(crate::tls::Tls { store, planes })
-        }
-        _ => None,
-    };
-    let server_tls = |plane: Plane| -> Result<Option<Arc<rustls::ServerConfig>>, crate::tls::TlsError> {
-        match &tls {
-            Some(t) if t.on(plane) => {
-                let alpn: &[&[u8]] = if plane == Plane::Rest { &[crate::tls::ALPN_HTTP1] } else { &[] };
-                crate::tls::server_config(t.store.clone(), alpn).map(Some)
-            }
-            _ => Ok(None),
-        }
-    };
-    let (rest_tls, broker_tls) = match (server_tls(Plane::Rest), server_tls(Plane::Broker)) {
-        (Ok(r), Ok(b)) => (r, b),
-        (Err(e), _) | (_, Err(e)) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-
-    let health = Health::new();
-    health.ok(CHECK_LISTENERS);
-    health.ok(CHECK_DISCOVERY);
-    let metrics = Arc::new(Metrics::new());
-    let snap = snapshot(&settings, &discovery, &table);
-    info!(name = %snap.identity.name, instance = %snap.identity.instance_id, "identity");
-    if let Some(t) = &tls {
-        let info = &t.store.current().info;
-        info!(
-            planes = %t.planes.iter().map(|p| p.name()).collect::<Vec<_>>().join(","),
-            subject = %info.subject,
-            serial = %info.serial,
-            not_after = %info.not_after,
-            "TLS on"
-        );
-        t.log_san_check(&snap.table);
     }
-    let (snap_tx, snap_rx) = tokio::sync::watch::channel(Arc::new(snap));
-    let shutdown = Shutdown::new();
-    if let Some(t) = &tls {
-        // Reload on change; the SAN check is repeated against the current table.
-        let (t2, snap_rx) = (t.clone(), snap_rx.clone());
-        let on_load = move |_: &crate::tls::Loaded| {
-            let table = snap_rx.borrow().table.clone();
-            t2.log_san_check(&table);
+}
+
+impl Prepared {
+    async fn new(mut settings: Settings) -> Result<Prepared, StartError> {
+        // The certificate is checked before anything else happens: a bad one is a configuration
+        // error, reported naming the file.
+        let tls_store = match &settings.tls {
+            Some(t) => Some(
+                crate::tls::CertStore::open(crate::tls::TlsFiles {
+                    cert: t.cert.clone(),
+                    key: t.key.clone(),
+                })
+                .map_err(StartError::Certificate)?,
+            ),
+            None => None,
         };
-        control.spawn(t.store.clone().watch(crate::tls::RELOAD_INTERVAL, shutdown.clone(), on_load));
-    }
-    let settings = Arc::new(settings);
-    // A node that declares itself keeps the registry's copy it syncs: netstrap reads it there.
-    let node_rest = settings.rest_upstream.filter(|_| node_declares);
-    let node_ledger = node_rest.map(|up| crate::config::Ledger::Anylog(up.to_string()));
-    let node_client = node_rest.map(|up| {
-        crate::registry::anylog::AnylogClient::new(
-            &up.to_string(),
-            &table.ledger_conn.value,
-            crate::registry::REQUEST_TIMEOUT,
-        )
-    });
-    let ledger = match (&settings.ledger, node_ledger) {
-        (crate::config::Ledger::None, Some(node)) => node,
-        (configured, _) => configured.clone(),
-    };
-    let registry = Registry::open(&ledger, &table.ledger_conn.value, crate::registry::REQUEST_TIMEOUT);
-    let advertiser = Advertiser {
-        settings: settings.clone(),
-        registry,
-        health: health.clone(),
-        snapshot: snap_tx,
-        metrics: metrics.clone(),
-        node: node_client,
-    };
-    advertiser.register_checks(&discovery);
-    // Every check is registered before any plane serves `/readyz`: a probe in between must not
-    // see a partial list and answer 200.
-    // netstrap's own broker; a relayed one is the node's, covered by `upstream` like the other
-    // relays (else a node started after netstrap's readiness could never make it ready).
-    let embedded_broker =
-        !(settings.broker_mode.value == BrokerMode::Relay && settings.broker_upstream.is_some());
-    if embedded_broker && listeners.iter().any(|(plane, _)| *plane == Plane::Broker) {
-        health.register(CHECK_BROKER, "waiting for the broker to answer an MQTT CONNECT");
-    }
-    let upstreams: Vec<(&'static str, std::net::SocketAddr)> = [
-        ("tcp", settings.tcp_upstream.filter(|_| settings.tcp_mode.value == crate::config::TcpMode::Relay)),
-        ("rest", settings.rest_upstream),
-        (
-            "broker",
-            settings
-                .broker_upstream
-                .filter(|_| settings.broker_mode.value == crate::config::BrokerMode::Relay),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(plane, addr)| addr.map(|a| (plane, a)))
-    .collect();
-    if settings.ready_upstream && !upstreams.is_empty() {
-        health.register(crate::upstream::CHECK_UPSTREAM, "dialing the node's upstreams");
+        let plan = Plan::of(&settings).await;
+        for w in &plan.discovery.warnings {
+            warn!("{w}");
+        }
+        if !plan.discovery.problems.is_empty() {
+            return Err(StartError::Discovery(plan.discovery.problems.clone()));
+        }
+        for line in plan.table.render_text().lines().filter(|l| !l.trim().is_empty()) {
+            info!("{line}");
+        }
+        if settings.declare.value == crate::config::Declarer::Node {
+            node_upstreams(&mut settings, &plan.table).map_err(StartError::Plan)?;
+        }
+        anonymous_broker_allowed(&settings, &plan.table).map_err(StartError::Refused)?;
+        Ok(Prepared { settings, plan, tls_store })
     }
 
-    let mut runtimes = Vec::new();
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
-    for (plane, listener) in listeners {
-        let row = table.row(plane).cloned();
-        let Some(row) = row else { continue };
-        // The rest plane runs REST_THREADS event loops of its own (`rest::serve_loops`): its
-        // runtime has one worker, the first loop.
-        let workers = if plane == Plane::Rest { 1 } else { row.threads.value };
-        let runtime = match plane_runtime(plane, workers, settings.data_nice) {
-            Ok(rt) => rt,
+    /// Bind every listener before serving anything.
+    fn bind(self) -> Result<Bound, StartError> {
+        let (settings, table) = (&self.settings, &self.plan.table);
+        let mut listeners = Vec::new();
+        for (plane, addr) in crate::bind::addresses(table) {
+            listeners.push((plane, crate::bind::bind(plane, addr)?));
+            info!(plane = plane.name(), %addr, "bound");
+        }
+        // NETSTRAP_ADMIN_ADDR: bound with the planes, served once they serve (src/admin.rs).
+        let admin = settings.admin_addr.map(crate::admin::bind).transpose()?;
+        // One instance per state directory, held until the process ends.
+        let state_lock = match crate::state::lock(&settings.state_dir) {
+            Ok(lock) => Some(lock),
+            Err(e @ crate::state::LockError::Held { .. }) => return Err(StartError::StateLocked(e)),
             Err(e) => {
-                error!("{plane:?} plane: cannot start its runtime: {e}");
-                return ExitCode::FAILURE;
+                warn!("{e}");
+                None
             }
         };
-        let metrics = metrics.clone();
-        let shutdown = shutdown.clone();
-        let done_tx = done_tx.clone();
-        let report = move |r: Result<(), String>| {
-            let _ = done_tx.send((plane, r));
+        // TLS: which planes use it (a broker that is off has none), and their server settings.
+        let tls = match (&settings.tls, self.tls_store.clone()) {
+            (Some(t), Some(store)) => {
+                let planes: Vec<Plane> = [(Plane::Rest, t.rest), (Plane::Broker, t.broker)]
+                    .into_iter()
+                    .filter(|(p, on)| *on && table.row(*p).is_some())
+                    .map(|(p, _)| p)
+                    .collect();
+                Some(crate::tls::Tls { store, planes })
+            }
+            _ => None,
         };
-        match plane {
-            Plane::Rest => {
-                let options = rest::RestOptions {
-                    upstream: settings.rest_upstream,
-                    timeout: settings.rest_timeout.value,
-                    tls: rest_tls.clone(),
-                    trusted_proxies: settings.trusted_proxies.clone(),
-                    max_connections: settings.rest_max_connections,
-                    endpoints: if admin.is_some() { rest::Endpoints::Public } else { rest::Endpoints::All },
-                    ..Default::default()
-                };
-                let state = rest::RestState::new(health.clone(), snap_rx.clone(), metrics, options)
-                    .with_tls(tls.clone());
-                let loops = usize::from(row.threads.value.max(1));
-                runtime.spawn(async move {
-                    rest::serve_loops(listener, state, shutdown, loops).await;
-                    report(Ok(()));
-                });
-            }
-            Plane::Tcp => {
-                let snap_rx = snap_rx.clone();
-                let mode = settings.tcp_mode.value;
-                let relay = settings.tcp_upstream.map(|upstream| tcp::RelayOptions {
-                    upstream,
-                    proxy_protocol: settings.tcp_proxy_protocol,
-                    ..Default::default()
-                });
-                runtime.spawn(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => return report(Err(e.to_string())),
-                    };
-                    match (mode, relay) {
-                        (TcpMode::Relay, Some(opts)) => {
-                            tcp::serve_relay(listener, opts, metrics, shutdown).await
-                        }
-                        _ => {
-                            tcp::serve_native(
-                                listener,
-                                tcp::NativeOptions::default(),
-                                snap_rx,
-                                metrics,
-                                shutdown,
-                            )
-                            .await
-                        }
-                    }
-                    report(Ok(()));
-                });
-            }
-            Plane::Broker => {
-                let mode = settings.broker_mode.value;
-                let upstream = settings.broker_upstream;
-                let listen = SocketAddr::new(row.bind_ip.value, row.port.value);
-                let opts = broker::BrokerOptions {
-                    listen,
-                    threads: usize::from(row.threads.value),
-                    backlog: settings.broker_backlog,
-                    slow_subscriber_timeout: settings.broker_slow_subscriber_timeout,
-                    credentials: settings.broker_credentials.clone().map(|(u, p)| (u, p.0)),
-                    tls: broker_tls.clone(),
-                    limits: settings.broker_limits,
-                    ..Default::default()
-                };
-                let relay_tls = broker_tls.clone();
-                runtime.spawn(async move {
-                    match (mode, upstream) {
-                        (BrokerMode::Relay, Some(up)) => match tokio::net::TcpListener::from_std(listener) {
-                            Ok(listener) => {
-                                broker::serve_relay_tls(listener, up, relay_tls, metrics, shutdown).await;
-                                report(Ok(()));
-                            }
-                            Err(e) => report(Err(e.to_string())),
-                        },
-                        _ => {
-                            // rumqttd binds its own socket: release ours (held until now so
-                            // every bind error surfaced before serving) just before it does.
-                            drop(listener);
-                            report(
-                                broker::serve_embedded(opts, metrics, shutdown)
-                                    .await
-                                    .map_err(|e| e.to_string()),
-                            );
-                        }
-                    }
-                });
-            }
-        }
-        if plane == Plane::Broker && embedded_broker {
-            let target = crate::addr::local_target(row.bind_ip.value, row.port.value);
-            let health = health.clone();
-            let creds = settings.broker_credentials.clone().map(|(u, p)| (u, p.0));
-            let client_tls = broker_tls.as_ref().map(|_| crate::tls::loopback_client_config(&[]));
-            control.spawn(async move {
-                // The broker is usually up within a few milliseconds of start: look every
-                // millisecond (a refused connect costs microseconds) for the first 200 ms, then
-                // back off to every 100 ms.
-                let started = tokio::time::Instant::now();
-                let mut retry = Duration::from_millis(1);
-                loop {
-                    match broker::mqtt_ping_tls(
-                        target,
-                        Duration::from_secs(1),
-                        creds.clone(),
-                        client_tls.clone(),
-                    )
-                    .await
-                    {
-                        Ok(()) => {
-                            health.ok(CHECK_BROKER);
-                            break;
-                        }
-                        Err(e) => health.set(CHECK_BROKER, crate::health::Check::Pending(e)),
-                    }
-                    tokio::time::sleep(retry).await;
-                    if started.elapsed() > Duration::from_millis(200) {
-                        retry = (retry * 2).min(Duration::from_millis(100));
-                    }
+        let server_tls = |plane: Plane| -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+            match &tls {
+                Some(t) if t.on(plane) => {
+                    let alpn: &[&[u8]] = if plane == Plane::Rest { &[crate::tls::ALPN_HTTP1] } else { &[] };
+                    crate::tls::server_config(t.store.clone(), alpn)
+                        .map(Some)
+                        .map_err(StartError::Certificate)
                 }
-            });
-        }
-        runtimes.push(runtime);
+                _ => Ok(None),
+            }
+        };
+        let (rest_tls, broker_tls) = (server_tls(Plane::Rest)?, server_tls(Plane::Broker)?);
+        Ok(Bound { prepared: self, listeners, admin, _state_lock: state_lock, tls, rest_tls, broker_tls })
     }
-    drop(done_tx);
-    if let Some(listener) = admin.take() {
-        let state = crate::admin::state(health.clone(), snap_rx.clone(), metrics.clone(), tls.clone());
-        info!(addr = ?settings.admin_addr, "admin listener: /metrics and /v1/* (not on the rest port)");
-        control.spawn(crate::admin::serve(listener, state, shutdown.clone()));
-    }
-    info!("started");
-    if settings.ready_upstream && !upstreams.is_empty() {
-        let timeout = settings.source_timeout.min(Duration::from_secs(1));
-        control.spawn(crate::upstream::watch(upstreams, health.clone(), timeout, shutdown.clone()));
-    }
-    // Advertise only now: every listener is bound and serving.
-    control.spawn(advertiser.run(discovery.clone(), table.clone(), shutdown.clone()));
-    control.spawn(crate::systemd::notify_ready(health.clone()));
+}
 
-    let delay = settings.shutdown_delay.unwrap_or(match discovery.environment.value {
-        EnvironmentKind::Kubernetes => Duration::from_secs(5),
-        _ => Duration::ZERO,
-    });
-    let planes = runtimes.len();
-    let code =
-        control.block_on(lifecycle(&health, &shutdown, &mut done_rx, planes, delay, settings.shutdown_grace));
-    for rt in runtimes {
-        rt.shutdown_background();
+impl Bound {
+    /// Serve every plane, then advertise.
+    fn start(self, control: &tokio::runtime::Runtime) -> Result<Running, StartError> {
+        let Bound { prepared, listeners, mut admin, _state_lock, tls, rest_tls, broker_tls } = self;
+        let Prepared { settings, plan, .. } = prepared;
+        let Plan { discovery, table } = plan;
+        let node_declares = settings.declare.value == crate::config::Declarer::Node;
+        let health = Health::new();
+        health.ok(CHECK_LISTENERS);
+        health.ok(CHECK_DISCOVERY);
+        let metrics = Arc::new(Metrics::new());
+        let snap = snapshot(&settings, &discovery, &table);
+        info!(name = %snap.identity.name, instance = %snap.identity.instance_id, "identity");
+        if let Some(t) = &tls {
+            let info = &t.store.current().info;
+            info!(
+                planes = %t.planes.iter().map(|p| p.name()).collect::<Vec<_>>().join(","),
+                subject = %info.subject,
+                serial = %info.serial,
+                not_after = %info.not_after,
+                "TLS on"
+            );
+            t.log_san_check(&snap.table);
+        }
+        let (snap_tx, snap_rx) = tokio::sync::watch::channel(Arc::new(snap));
+        let shutdown = Shutdown::new();
+        if let Some(t) = &tls {
+            // Reload on change; the SAN check is repeated against the current table.
+            let (t2, snap_rx) = (t.clone(), snap_rx.clone());
+            let on_load = move |_: &crate::tls::Loaded| {
+                let table = snap_rx.borrow().table.clone();
+                t2.log_san_check(&table);
+            };
+            control.spawn(t.store.clone().watch(crate::tls::RELOAD_INTERVAL, shutdown.clone(), on_load));
+        }
+        let settings = Arc::new(settings);
+        // A node that declares itself keeps the registry's copy it syncs: netstrap reads it there.
+        let node_rest = settings.rest_upstream.filter(|_| node_declares);
+        let node_ledger = node_rest.map(|up| crate::config::Ledger::Anylog(up.to_string()));
+        let node_client = node_rest.map(|up| {
+            crate::registry::anylog::AnylogClient::new(
+                &up.to_string(),
+                &table.ledger_conn.value,
+                crate::registry::REQUEST_TIMEOUT,
+            )
+        });
+        let ledger = match (&settings.ledger, node_ledger) {
+            (crate::config::Ledger::None, Some(node)) => node,
+            (configured, _) => configured.clone(),
+        };
+        let registry = Registry::open(&ledger, &table.ledger_conn.value, crate::registry::REQUEST_TIMEOUT);
+        let advertiser = Advertiser {
+            settings: settings.clone(),
+            registry,
+            health: health.clone(),
+            snapshot: snap_tx,
+            metrics: metrics.clone(),
+            node: node_client,
+        };
+        advertiser.register_checks(&discovery);
+        // Every check is registered before any plane serves `/readyz`: a probe in between must not
+        // see a partial list and answer 200.
+        // netstrap's own broker; a relayed one is the node's, covered by `upstream` like the other
+        // relays (else a node started after netstrap's readiness could never make it ready).
+        let embedded_broker =
+            !(settings.broker_mode.value == BrokerMode::Relay && settings.broker_upstream.is_some());
+        if embedded_broker && listeners.iter().any(|(plane, _)| *plane == Plane::Broker) {
+            health.register(CHECK_BROKER, "waiting for the broker to answer an MQTT CONNECT");
+        }
+        let upstreams: Vec<(&'static str, std::net::SocketAddr)> = [
+            (
+                "tcp",
+                settings.tcp_upstream.filter(|_| settings.tcp_mode.value == crate::config::TcpMode::Relay),
+            ),
+            ("rest", settings.rest_upstream),
+            (
+                "broker",
+                settings
+                    .broker_upstream
+                    .filter(|_| settings.broker_mode.value == crate::config::BrokerMode::Relay),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(plane, addr)| addr.map(|a| (plane, a)))
+        .collect();
+        if settings.ready_upstream && !upstreams.is_empty() {
+            health.register(crate::upstream::CHECK_UPSTREAM, "dialing the node's upstreams");
+        }
+
+        let mut runtimes = Vec::new();
+        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+        for (plane, listener) in listeners {
+            let row = table.row(plane).cloned();
+            let Some(row) = row else { continue };
+            // The rest plane runs REST_THREADS event loops of its own (`rest::serve_loops`): its
+            // runtime has one worker, the first loop.
+            let workers = if plane == Plane::Rest { 1 } else { row.threads.value };
+            let runtime = plane_runtime(plane, workers, settings.data_nice)
+                .map_err(|cause| StartError::PlaneRuntime { plane: plane.name(), cause })?;
+            let metrics = metrics.clone();
+            let shutdown = shutdown.clone();
+            let done_tx = done_tx.clone();
+            let report = move |r: Result<(), String>| {
+                let _ = done_tx.send((plane, r));
+            };
+            match plane {
+                Plane::Rest => {
+                    let options = rest::RestOptions {
+                        upstream: settings.rest_upstream,
+                        timeout: settings.rest_timeout.value,
+                        tls: rest_tls.clone(),
+                        trusted_proxies: settings.trusted_proxies.clone(),
+                        max_connections: settings.rest_max_connections,
+                        endpoints: if admin.is_some() {
+                            rest::Endpoints::Public
+                        } else {
+                            rest::Endpoints::All
+                        },
+                        ..Default::default()
+                    };
+                    let state = rest::RestState::new(health.clone(), snap_rx.clone(), metrics, options)
+                        .with_tls(tls.clone());
+                    let loops = usize::from(row.threads.value.max(1));
+                    runtime.spawn(async move {
+                        rest::serve_loops(listener, state, shutdown, loops).await;
+                        report(Ok(()));
+                    });
+                }
+                Plane::Tcp => {
+                    let snap_rx = snap_rx.clone();
+                    let mode = settings.tcp_mode.value;
+                    let relay = settings.tcp_upstream.map(|upstream| tcp::RelayOptions {
+                        upstream,
+                        proxy_protocol: settings.tcp_proxy_protocol,
+                        ..Default::default()
+                    });
+                    runtime.spawn(async move {
+                        let listener = match tokio::net::TcpListener::from_std(listener) {
+                            Ok(l) => l,
+                            Err(e) => return report(Err(e.to_string())),
+                        };
+                        match (mode, relay) {
+                            (TcpMode::Relay, Some(opts)) => {
+                                tcp::serve_relay(listener, opts, metrics, shutdown).await
+                            }
+                            _ => {
+                                tcp::serve_native(
+                                    listener,
+                                    tcp::NativeOptions::default(),
+                                    snap_rx,
+                                    metrics,
+                                    shutdown,
+                                )
+                                .await
+                            }
+                        }
+                        report(Ok(()));
+                    });
+                }
+                Plane::Broker => {
+                    let mode = settings.broker_mode.value;
+                    let upstream = settings.broker_upstream;
+                    let listen = SocketAddr::new(row.bind_ip.value, row.port.value);
+                    let opts = broker::BrokerOptions {
+                        listen,
+                        threads: usize::from(row.threads.value),
+                        backlog: settings.broker_backlog,
+                        slow_subscriber_timeout: settings.broker_slow_subscriber_timeout,
+                        credentials: settings.broker_credentials.clone().map(|(u, p)| (u, p.0)),
+                        tls: broker_tls.clone(),
+                        limits: settings.broker_limits,
+                        ..Default::default()
+                    };
+                    let relay_tls = broker_tls.clone();
+                    runtime.spawn(async move {
+                        match (mode, upstream) {
+                            (BrokerMode::Relay, Some(up)) => {
+                                match tokio::net::TcpListener::from_std(listener) {
+                                    Ok(listener) => {
+                                        broker::serve_relay_tls(listener, up, relay_tls, metrics, shutdown)
+                                            .await;
+                                        report(Ok(()));
+                                    }
+                                    Err(e) => report(Err(e.to_string())),
+                                }
+                            }
+                            _ => {
+                                // rumqttd binds its own socket: release ours (held until now so
+                                // every bind error surfaced before serving) just before it does.
+                                drop(listener);
+                                report(
+                                    broker::serve_embedded(opts, metrics, shutdown)
+                                        .await
+                                        .map_err(|e| e.to_string()),
+                                );
+                            }
+                        }
+                    });
+                }
+            }
+            if plane == Plane::Broker && embedded_broker {
+                let target = crate::addr::local_target(row.bind_ip.value, row.port.value);
+                let health = health.clone();
+                let creds = settings.broker_credentials.clone().map(|(u, p)| (u, p.0));
+                let client_tls = broker_tls.as_ref().map(|_| crate::tls::loopback_client_config(&[]));
+                control.spawn(async move {
+                    // The broker is usually up within a few milliseconds of start: look every
+                    // millisecond (a refused connect costs microseconds) for the first 200 ms, then
+                    // back off to every 100 ms.
+                    let started = tokio::time::Instant::now();
+                    let mut retry = Duration::from_millis(1);
+                    loop {
+                        match broker::mqtt_ping_tls(
+                            target,
+                            Duration::from_secs(1),
+                            creds.clone(),
+                            client_tls.clone(),
+                        )
+                        .await
+                        {
+                            Ok(()) => {
+                                health.ok(CHECK_BROKER);
+                                break;
+                            }
+                            Err(e) => health.set(CHECK_BROKER, crate::health::Check::Pending(e)),
+                        }
+                        tokio::time::sleep(retry).await;
+                        if started.elapsed() > Duration::from_millis(200) {
+                            retry = (retry * 2).min(Duration::from_millis(100));
+                        }
+                    }
+                });
+            }
+            runtimes.push(runtime);
+        }
+        drop(done_tx);
+        if let Some(listener) = admin.take() {
+            let state = crate::admin::state(health.clone(), snap_rx.clone(), metrics.clone(), tls.clone());
+            info!(addr = ?settings.admin_addr, "admin listener: /metrics and /v1/* (not on the rest port)");
+            control.spawn(crate::admin::serve(listener, state, shutdown.clone()));
+        }
+        info!("started");
+        if settings.ready_upstream && !upstreams.is_empty() {
+            let timeout = settings.source_timeout.min(Duration::from_secs(1));
+            control.spawn(crate::upstream::watch(upstreams, health.clone(), timeout, shutdown.clone()));
+        }
+        // Advertise only now: every listener is bound and serving.
+        control.spawn(advertiser.run(discovery.clone(), table.clone(), shutdown.clone()));
+        control.spawn(crate::systemd::notify_ready(health.clone()));
+        let delay = settings.shutdown_delay.unwrap_or(match discovery.environment.value {
+            EnvironmentKind::Kubernetes => Duration::from_secs(5),
+            _ => Duration::ZERO,
+        });
+        Ok(Running {
+            health,
+            shutdown,
+            done: done_rx,
+            runtimes,
+            delay,
+            grace: settings.shutdown_grace,
+            _state_lock,
+        })
     }
-    code
+}
+
+impl Running {
+    /// Wait for a signal (or a plane stopping), shut down in order, and say how it ended.
+    fn wait(mut self, control: &tokio::runtime::Runtime) -> ExitCode {
+        let planes = self.runtimes.len();
+        let code = control.block_on(lifecycle(
+            &self.health,
+            &self.shutdown,
+            &mut self.done,
+            planes,
+            self.delay,
+            self.grace,
+        ));
+        for rt in self.runtimes.drain(..) {
+            rt.shutdown_background();
+        }
+        code
+    }
 }
 
 /// Signals with a default action of "terminate" that nothing in netstrap means: log each (at most

@@ -412,11 +412,8 @@ impl Tls {
     pub fn status(&self, table: &ConnectionTable) -> serde_json::Value {
         let current = self.store.current();
         let checks = san_check(&current.info, &advertised_hosts(table, &self.planes));
-        let missing: Vec<String> = checks
-            .iter()
-            .filter(|c| !c.covered)
-            .map(|c| format!("{} {}", c.plane.name(), c.host))
-            .collect();
+        let missing: Vec<String> =
+            checks.iter().filter(|c| !c.covered).map(|c| format!("{} {}", c.plane.name(), c.host)).collect();
         json!({
             "enabled": true,
             "planes": self.planes.iter().map(|p| p.name()).collect::<Vec<_>>(),

@@ -12,11 +12,12 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::{Declarer, NodeType, Settings, VerifyMode};
+use crate::config::{Declarer, Settings, VerifyMode};
 use crate::discover::{Discovery, discover};
 use crate::health::{Check, Health};
 use crate::planes::Shutdown;
 use crate::policy::id::policy_id;
+use crate::policy::render::Cluster;
 use crate::policy::render::{config_policy, node_policy};
 use crate::registry::Registry;
 use crate::registry::declare::{Declared, declare};
@@ -545,21 +546,15 @@ impl Advertiser {
     /// The cluster an operator belongs to: `NETSTRAP_CLUSTER_ID`, else the cluster policy
     /// named `CLUSTER_NAME`, declared (idempotently) if the registry does not have it.
     async fn cluster_id(&self) -> Result<Option<String>, String> {
-        let s = &self.settings;
-        if !matches!(s.node_type.value, NodeType::Operator | NodeType::MasterOperator) {
-            return Ok(None);
-        }
-        if let Some(id) = &s.cluster_id {
-            return Ok(Some(id.clone()));
-        }
-        let Some(name) = &s.cluster_name else {
-            return Err("an operator needs its cluster: set NETSTRAP_CLUSTER_ID or CLUSTER_NAME".into());
-        };
-        let cluster = json!({"cluster": {"company": s.company_name, "name": name}});
-        match declare(&self.registry, &cluster).await {
-            Ok(Declared::NotDeclared) => policy_id(&cluster).map(Some).map_err(|e| e.to_string()),
-            Ok(d) => Ok(d.id().map(String::from)),
-            Err(e) => Err(format!("cannot declare or find cluster {name}: {e}")),
+        let cluster = crate::policy::render::cluster(&self.settings).map_err(|e| e.to_string())?;
+        match cluster {
+            None => Ok(None),
+            Some(c @ Cluster::Id(_)) => Ok(Some(c.offline_id())),
+            Some(Cluster::Policy(policy)) => match declare(&self.registry, &policy).await {
+                Ok(Declared::NotDeclared) => policy_id(&policy).map(Some).map_err(|e| e.to_string()),
+                Ok(d) => Ok(d.id().map(String::from)),
+                Err(e) => Err(format!("cannot declare or find cluster {}: {e}", policy["cluster"]["name"])),
+            },
         }
     }
 }

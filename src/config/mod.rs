@@ -191,7 +191,10 @@ fn offset_port(r: &mut Reader, key: &str, node: Found<u16>, off: &Found<u16>) ->
     match node.value.checked_add(off.value) {
         Some(p) => Found::new(
             p,
-            Provenance::new(format!("{} + NETSTRAP_PORT_OFFSET={} ({})", node.value, off.value, node.why.source)),
+            Provenance::new(format!(
+                "{} + NETSTRAP_PORT_OFFSET={} ({})",
+                node.value, off.value, node.why.source
+            )),
         ),
         None => {
             r.errors.push(ConfigError::Invalid {

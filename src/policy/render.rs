@@ -28,6 +28,39 @@ pub enum RenderError {
     NoCluster,
 }
 
+/// The cluster an operator belongs to, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cluster {
+    /// `NETSTRAP_CLUSTER_ID`: used as given.
+    Id(String),
+    /// `CLUSTER_NAME`: the cluster policy, looked up (declared when missing) in the registry;
+    /// offline its id is the policy's own.
+    Policy(Value),
+}
+
+impl Cluster {
+    /// The id when nothing is looked up (`netstrap policy`, or no registry).
+    pub fn offline_id(&self) -> String {
+        match self {
+            Cluster::Id(id) => id.clone(),
+            Cluster::Policy(p) => crate::policy::id::policy_id(p).unwrap_or_default(),
+        }
+    }
+}
+
+/// The cluster of this node: `None` for a node type that has none; an operator must name it.
+/// `netstrap policy` and `netstrap run` both start here, so they cannot disagree.
+pub fn cluster(settings: &Settings) -> Result<Option<Cluster>, RenderError> {
+    if !matches!(settings.node_type.value, NodeType::Operator | NodeType::MasterOperator) {
+        return Ok(None);
+    }
+    if let Some(id) = &settings.cluster_id {
+        return Ok(Some(Cluster::Id(id.clone())));
+    }
+    let name = settings.cluster_name.as_ref().ok_or(RenderError::NoCluster)?;
+    Ok(Some(Cluster::Policy(json!({"cluster": {"company": settings.company_name, "name": name}}))))
+}
+
 /// The stable hostname that goes into the policy and the default node name.
 pub fn stable_hostname(settings: &Settings, d: &Discovery) -> String {
     let hostname = settings.hostname.clone();
