@@ -186,39 +186,3 @@ fn netstrap_peers_reads_an_edgelake_registry() {
     assert_eq!(rows.len(), 1, "{v}");
     assert!(text.contains(&format!("127.0.0.1:{}", n.rest)), "the REST endpoint is dialed: {text}");
 }
-
-#[test]
-fn registry_down_for_minutes_then_back_declares_once_within_the_backoff_cap() {
-    let (rt, fake) = fake();
-    rt.block_on(fake.set_down(true));
-    let dir = tempfile::tempdir().unwrap();
-    let n = start(&dir.path().join("state"), &env(&fake, &[]));
-    wait_until("live", || n.get("/livez").is_some_and(|(c, _)| c == 200));
-    // Long enough for the backoff to reach its 60 s cap.
-    let down_for = Duration::from_secs(150);
-    let until = std::time::Instant::now() + down_for;
-    while std::time::Instant::now() < until {
-        let (code, why) = n.get("/readyz?verbose").unwrap();
-        assert_eq!(code, 503, "not ready while the registry is down: {why}");
-        assert_eq!(n.get("/livez").unwrap().0, 200);
-        std::thread::sleep(Duration::from_secs(5));
-    }
-    rt.block_on(fake.set_down(false));
-    let back = std::time::Instant::now();
-    let deadline = back + Duration::from_secs(70);
-    while n.get("/readyz").is_none_or(|(c, _)| c != 200) {
-        assert!(std::time::Instant::now() < deadline, "not declared within the 60 s backoff cap (+jitter)");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    eprintln!(
-        "FIGURE registry down {} s: declared {:.1} s after it came back",
-        down_for.as_secs(),
-        back.elapsed().as_secs_f64()
-    );
-    let nodes = of_type(&fake, "query");
-    assert_eq!(nodes.len(), 1, "{nodes:?}");
-    let (code, log) = n.stop();
-    assert_eq!(code, 0, "{log}");
-    let attempts = log.matches("cannot declare the config policy: registry unavailable").count();
-    assert!((4..=20).contains(&attempts), "retries back off: {attempts} attempts in {down_for:?}");
-}

@@ -397,12 +397,70 @@ fn private_network() {
 
 #[test]
 fn a_thousand_instances_on_one_registry_stay_within_their_request_budget_and_come_back_after_a_restart() {
+    let _serial = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
     // Its own thread: the namespace is per thread, and so is the paused clock's runtime.
     std::thread::spawn(|| {
         private_network();
         let rt =
             tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
         rt.block_on(simulate());
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
+
+/// The registry-down test reads process-wide counters: not while the simulation runs.
+static COUNTERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn failed_config_declares() -> u64 {
+    use netstrap::metrics::control::{DECLARES, DeclareOutcome};
+    DECLARES.get_or_create(&DeclareOutcome { policy: "config", outcome: "failed" }).get()
+}
+
+/// One instance, its registry down for 150 s (simulated): not ready meanwhile, retrying with a
+/// back-off that reaches its 60 s cap; declared once within the cap after the registry is back.
+/// (Was a 150 s wall-clock test of the `netstrap` process.)
+async fn registry_down_then_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEdgeLake::start().await;
+    fake.set_down(true).await;
+    let shutdown = netstrap::planes::Shutdown::new();
+    let failed_before = failed_config_declares();
+    // Instance 16 is a query node: it declares a config policy, then its node policy.
+    let node = start(16, &fake.rest_addr(), dir.path(), &shutdown).await;
+    let down_for = Duration::from_secs(150);
+    let until_up = Instant::now() + down_for;
+    while Instant::now() < until_up {
+        let r = node.health.readiness(&[]);
+        assert!(!r.ready, "not ready while the registry is down: {}", r.render());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let attempts = failed_config_declares() - failed_before;
+    fake.set_down(false).await;
+    let declared = until(Duration::from_secs(90), || node.health.readiness(&[]).ready).await;
+    let declared =
+        declared.unwrap_or_else(|| panic!("not ready 90 s after: {}", node.health.readiness(&[]).render()));
+    eprintln!(
+        "FIGURE registry down {} s (simulated): {attempts} attempts, declared {:.0} s after it came back",
+        down_for.as_secs(),
+        declared.as_secs_f64()
+    );
+    // 1, 2, 4, … 32 s then 60 s (each jittered to ×0.5–1): 7 to 13 attempts in 150 s.
+    assert!((5..=16).contains(&attempts), "retries back off: {attempts} attempts in {down_for:?}");
+    assert!(declared <= Duration::from_secs(62), "declared within the 60 s back-off cap: {declared:?}");
+    let queries: Vec<_> = fake.policies().into_iter().filter(|p| p.get("query").is_some()).collect();
+    assert_eq!(queries.len(), 1, "one node policy: {queries:?}");
+    shutdown.cancel();
+}
+
+#[test]
+fn registry_down_for_minutes_then_back_declares_once_within_the_backoff_cap() {
+    let _serial = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::spawn(|| {
+        private_network();
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        rt.block_on(registry_down_then_back());
     })
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e));
