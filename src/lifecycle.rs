@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use crate::addr::host_port;
 use crate::advertise::Advertiser;
@@ -489,6 +489,8 @@ impl Bound {
             let metrics = metrics.clone();
             let shutdown = shutdown.clone();
             let done_tx = done_tx.clone();
+            // Every event of the plane's tasks carries `plane=<name>`.
+            let span = tracing::info_span!("plane", plane = plane.name());
             let report = move |r: Result<(), String>| {
                 let _ = done_tx.send((plane, r));
             };
@@ -510,10 +512,13 @@ impl Bound {
                     let state = rest::RestState::new(health.clone(), snap_rx.clone(), metrics, options)
                         .with_tls(tls.clone());
                     let loops = usize::from(row.threads.value.max(1));
-                    runtime.spawn(async move {
-                        rest::serve_loops(listener, state, shutdown, loops).await;
-                        report(Ok(()));
-                    });
+                    runtime.spawn(
+                        async move {
+                            rest::serve_loops(listener, state, shutdown, loops).await;
+                            report(Ok(()));
+                        }
+                        .instrument(span.clone()),
+                    );
                 }
                 Plane::Tcp => {
                     let snap_rx = snap_rx.clone();
@@ -523,28 +528,31 @@ impl Bound {
                         proxy_protocol: settings.tcp_proxy_protocol,
                         ..Default::default()
                     });
-                    runtime.spawn(async move {
-                        let listener = match tokio::net::TcpListener::from_std(listener) {
-                            Ok(l) => l,
-                            Err(e) => return report(Err(e.to_string())),
-                        };
-                        match (mode, relay) {
-                            (TcpMode::Relay, Some(opts)) => {
-                                tcp::serve_relay(listener, opts, metrics, shutdown).await
+                    runtime.spawn(
+                        async move {
+                            let listener = match tokio::net::TcpListener::from_std(listener) {
+                                Ok(l) => l,
+                                Err(e) => return report(Err(e.to_string())),
+                            };
+                            match (mode, relay) {
+                                (TcpMode::Relay, Some(opts)) => {
+                                    tcp::serve_relay(listener, opts, metrics, shutdown).await
+                                }
+                                _ => {
+                                    tcp::serve_native(
+                                        listener,
+                                        tcp::NativeOptions::default(),
+                                        snap_rx,
+                                        metrics,
+                                        shutdown,
+                                    )
+                                    .await
+                                }
                             }
-                            _ => {
-                                tcp::serve_native(
-                                    listener,
-                                    tcp::NativeOptions::default(),
-                                    snap_rx,
-                                    metrics,
-                                    shutdown,
-                                )
-                                .await
-                            }
+                            report(Ok(()));
                         }
-                        report(Ok(()));
-                    });
+                        .instrument(span.clone()),
+                    );
                 }
                 Plane::Broker => {
                     let mode = settings.broker_mode.value;
@@ -561,30 +569,35 @@ impl Bound {
                         ..Default::default()
                     };
                     let relay_tls = broker_tls.clone();
-                    runtime.spawn(async move {
-                        match (mode, upstream) {
-                            (BrokerMode::Relay, Some(up)) => {
-                                match tokio::net::TcpListener::from_std(listener) {
-                                    Ok(listener) => {
-                                        broker::serve_relay_tls(listener, up, relay_tls, metrics, shutdown)
+                    runtime.spawn(
+                        async move {
+                            match (mode, upstream) {
+                                (BrokerMode::Relay, Some(up)) => {
+                                    match tokio::net::TcpListener::from_std(listener) {
+                                        Ok(listener) => {
+                                            broker::serve_relay_tls(
+                                                listener, up, relay_tls, metrics, shutdown,
+                                            )
                                             .await;
-                                        report(Ok(()));
+                                            report(Ok(()));
+                                        }
+                                        Err(e) => report(Err(e.to_string())),
                                     }
-                                    Err(e) => report(Err(e.to_string())),
+                                }
+                                _ => {
+                                    // rumqttd binds its own socket: release ours (held until now so
+                                    // every bind error surfaced before serving) just before it does.
+                                    drop(listener);
+                                    report(
+                                        broker::serve_embedded(opts, metrics, shutdown)
+                                            .await
+                                            .map_err(|e| e.to_string()),
+                                    );
                                 }
                             }
-                            _ => {
-                                // rumqttd binds its own socket: release ours (held until now so
-                                // every bind error surfaced before serving) just before it does.
-                                drop(listener);
-                                report(
-                                    broker::serve_embedded(opts, metrics, shutdown)
-                                        .await
-                                        .map_err(|e| e.to_string()),
-                                );
-                            }
                         }
-                    });
+                        .instrument(span.clone()),
+                    );
                 }
             }
             if plane == Plane::Broker && embedded_broker {
@@ -626,7 +639,10 @@ impl Bound {
         if let Some(listener) = admin.take() {
             let state = crate::admin::state(health.clone(), snap_rx.clone(), metrics.clone(), tls.clone());
             info!(addr = ?settings.admin_addr, "admin listener: /metrics and /v1/* (not on the rest port)");
-            control.spawn(crate::admin::serve(listener, state, shutdown.clone()));
+            control.spawn(
+                crate::admin::serve(listener, state, shutdown.clone())
+                    .instrument(tracing::info_span!("admin")),
+            );
         }
         info!("started");
         if settings.ready_upstream && !upstreams.is_empty() {
@@ -634,7 +650,11 @@ impl Bound {
             control.spawn(crate::upstream::watch(upstreams, health.clone(), timeout, shutdown.clone()));
         }
         // Advertise only now: every listener is bound and serving.
-        control.spawn(advertiser.run(discovery.clone(), table.clone(), shutdown.clone()));
+        control.spawn(
+            advertiser
+                .run(discovery.clone(), table.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("advertise")),
+        );
         control.spawn(crate::systemd::notify_ready(health.clone()));
         let delay = settings.shutdown_delay.unwrap_or(match discovery.environment.value {
             EnvironmentKind::Kubernetes => Duration::from_secs(5),
