@@ -116,7 +116,7 @@ async fn check_tcp(me: &Identity, endpoint: &str, native: bool, timeout: Duratio
         let n = nonce();
         return match tcp::hello(endpoint, &n, timeout).await {
             Ok(answer) => judge(me, &n, &n, &answer),
-            Err(e) => (false, e),
+            Err(e) => (false, e.to_string()),
         };
     }
     reachable(endpoint, timeout).await

@@ -123,7 +123,7 @@ async fn native_answers_hello_ping_policy_and_table() {
     let port = node.addr.port();
     let answered = tcp::hello(&format!("localhost:{port}"), "verify-1", WAIT).await.unwrap();
     assert_eq!(answered, identity());
-    let refused = tcp::hello(&node.addr.to_string(), &"x".repeat(300), WAIT).await.unwrap_err();
+    let refused = tcp::hello(&node.addr.to_string(), &"x".repeat(300), WAIT).await.unwrap_err().to_string();
     assert!(refused.contains("256"), "{refused}");
 }
 
@@ -131,7 +131,7 @@ async fn native_answers_hello_ping_policy_and_table() {
 async fn hello_client_names_what_answered_instead_of_a_peer() {
     // Nothing listening.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let err = tcp::hello(&closed.to_string(), "n", WAIT).await.unwrap_err();
+    let err = tcp::hello(&closed.to_string(), "n", WAIT).await.unwrap_err().to_string();
     assert!(err.contains("cannot connect"), "{err}");
 
     // Something that echoes (not a peer) and something that never answers.
@@ -140,14 +140,14 @@ async fn hello_client_names_what_answered_instead_of_a_peer() {
         let _ = tokio::io::copy(&mut r, &mut w).await;
     })
     .await;
-    let err = tcp::hello(&echo.to_string(), "n", WAIT).await.unwrap_err();
+    let err = tcp::hello(&echo.to_string(), "n", WAIT).await.unwrap_err().to_string();
     assert!(err.contains("not a netstrap peer"), "{err}");
     let silent = upstream(|s| async move {
         let _held = s;
         std::future::pending::<()>().await;
     })
     .await;
-    let err = tcp::hello(&silent.to_string(), "n", Duration::from_millis(200)).await.unwrap_err();
+    let err = tcp::hello(&silent.to_string(), "n", Duration::from_millis(200)).await.unwrap_err().to_string();
     assert!(err.contains("no hello answer within"), "{err}");
 }
 

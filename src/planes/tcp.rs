@@ -25,7 +25,7 @@ mod relay;
 
 use super::accept_loop;
 
-pub use hello::hello;
+pub use hello::{HelloError, hello};
 pub use native::{MAX_NONCE, NativeOptions, handle_line, serve_native};
 pub use relay::{RelayOptions, proxy_header, serve_relay};
 
