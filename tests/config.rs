@@ -181,3 +181,81 @@ fn service_name_comes_from_netstrap_or_anylog_docs_variable() {
     let s = parse(&[("KUBERNETES_SERVICE_IP", "a"), ("NETSTRAP_SERVICE", "b")]);
     assert_eq!(s.service.unwrap().value, "b", "NETSTRAP_SERVICE wins");
 }
+
+/// `Settings` as text without provenance (`why: Provenance { .. }`): what a value is, not where
+/// it came from.
+fn values_only(s: &Settings) -> String {
+    let text = format!("{s:?}");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("why: Provenance {") {
+        out.push_str(&rest[..i]);
+        let mut depth = 0;
+        let mut end = i;
+        for (j, c) in rest[i..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i + j + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The default each variable documents (config/variables.rs, the README's table) is the one
+/// parsing uses: setting a variable to its documented default changes nothing. Defaults that
+/// describe rather than state a value ("unset", "discovered", "by type: …") are skipped.
+#[test]
+fn each_documented_default_is_the_default_parsing_uses() {
+    use netstrap::config::variables::{EDGELAKE, NETSTRAP};
+    let base = values_only(&parse(&[]));
+    let descriptive = ["unset", "discovered", "detected", "by type", "<", "the "];
+    // Defaults that say where the value comes from or what it depends on, not a value.
+    let derived = [
+        "POD_NAMESPACE",
+        "KUBERNETES_SERVICE_HOST",
+        "KUBERNETES_SERVICE_PORT",
+        "NETSTRAP_NAMESPACE",
+        "NETSTRAP_CLUSTER_DOMAIN",
+        "NETSTRAP_KUBECONFIG",
+        "NETSTRAP_NAMESERVER",
+        "NETSTRAP_TCP_MODE",
+        "NETSTRAP_READY_UPSTREAM",
+        "NETSTRAP_TCP_PORT",
+        "NETSTRAP_REST_PORT",
+        "NETSTRAP_BROKER_PORT",
+        "NETSTRAP_BROKER_MODE",
+        "NETSTRAP_TCP_EXTERNAL_PORT",
+        "NETSTRAP_REST_EXTERNAL_PORT",
+        "NETSTRAP_BROKER_EXTERNAL_PORT",
+        "NETSTRAP_SHUTDOWN_DELAY",
+        "NETSTRAP_TLS_PLANES",
+        "NETSTRAP_LOG",
+    ];
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for v in EDGELAKE.iter().chain(NETSTRAP) {
+        if descriptive.iter().any(|d| v.default.starts_with(d)) || derived.contains(&v.name) {
+            continue;
+        }
+        checked += 1;
+        match Settings::parse(&env(&[(v.name, v.default)])) {
+            Err(e) => wrong.push(format!("{}={:?} is refused: {e}", v.name, v.default)),
+            Ok(set) if values_only(&set) != base => {
+                wrong.push(format!("{}={:?} changes the settings", v.name, v.default))
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(wrong.is_empty(), "documented defaults that are not the defaults:\n{}", wrong.join("\n"));
+    assert!(checked >= 35, "only {checked} defaults are values");
+}

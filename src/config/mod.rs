@@ -662,7 +662,7 @@ impl Settings {
             state_dir: r
                 .string("NETSTRAP_STATE_DIR")
                 .map(|f| PathBuf::from(f.value))
-                .unwrap_or_else(|| PathBuf::from("netstrap-state")),
+                .unwrap_or_else(|| PathBuf::from("./netstrap-state")),
             watch_interval: r
                 .parse("NETSTRAP_WATCH_INTERVAL", "whole seconds from 1 to 86400", |s| {
                     match s.parse::<u64>() {
