@@ -4,31 +4,40 @@
 //!
 //! # Layout
 //!
-//! Modules follow the data flow; each stage hands plain structs to the next.
+//! Modules follow the data flow and depend one way, on what comes before them in this list
+//! (no import circle; each stage hands plain, typed structs to the next and JSON is made only
+//! at the HTTP/TCP edge):
 //!
+//! - leaves: [`addr`] (`host:port`, where to dial a wildcard bind), [`provenance`] (every
+//!   value with where it came from), [`logging`], [`memory`].
 //! - [`config`] — flags > environment > TOML file > defaults, parsed by a pure function of
-//!   [`config::Layers`]; EdgeLake's variable names and defaults; [`config::variables`] is the
-//!   reference the README is checked against.
+//!   [`config::Layers`], split by concept (errors, reader, choices, TLS, ledger, plane
+//!   limits, overlay, Open Horizon); EdgeLake's variable names and defaults;
+//!   [`config::variables`] is the one source of every default, which the README's table and a
+//!   test of the parser are checked against.
 //! - [`discover`] — the environment kind, the local IP, the external IP chain
 //!   ([`discover::external`], with [`discover::cloud`], [`discover::stun`], [`discover::echo`]
 //!   and the Kubernetes API in [`discover::kubernetes`] / [`discover::cluster_api`]), the
-//!   stable name ([`discover::name`], [`discover::dns`]) and the exposed ports; every value
-//!   with its [`provenance`].
-//! - [`table`] — the connection table: what each plane binds and advertises, and why.
-//! - [`bind`] — binding the listeners, with errors that name plane, address and cause.
-//! - [`planes`] — the tcp (peer protocol / relay), rest (API + proxy) and broker (MQTT) planes.
-//! - [`health`] — readiness latches and draining; [`metrics`] — Prometheus metrics, served on
-//!   the rest plane or on the [`admin`] listener; [`systemd`] — `READY=1`/`STOPPING=1` to
-//!   systemd (`Type=notify`).
-//! - [`lifecycle`] — `netstrap run`: discover, bind, serve, advertise, shut down gracefully.
+//!   stable name ([`discover::name`], [`discover::dns`]) and the exposed ports.
+//! - [`table`] — the connection table: what each plane binds and advertises, and why;
+//!   [`table::Plane`] names each plane's variables.
 //! - [`policy`] — EdgeLake policies: rendering, ids, the `!var` template language.
-//! - [`advertise`] — render, write the node's files ([`state`]: atomic writes), declare in a
-//!   [`registry`] (EdgeLake REST, JSON-lines file, none) with retry, and watch for changes.
-//! - [`verify`] — self-verification of the advertised endpoints; [`peers`] — reachability of
-//!   every node in the registry.
-//! - [`tls`] — optional TLS on the rest and broker planes: certificate reload, SAN check.
-//! - [`cli`], [`report`], [`probe`], [`logging`] — the command line and its output; [`manual`] —
-//!   its completions, man page and `--help` epilogue.
+//! - [`registry`] — where policies are declared (EdgeLake REST, JSON-lines file, none) and the
+//!   nodes read back; [`peers`] — reachability of every node in the registry.
+//! - [`snapshot`] — what the planes serve about the node (identity, table, discovery,
+//!   declaration, verification), typed; [`health`] — readiness latches and draining;
+//!   [`metrics`] — Prometheus metrics.
+//! - [`tls`], [`bind`], [`planes`] — the tcp (peer protocol / relay), rest (API + proxy) and
+//!   broker (MQTT) planes; [`admin`] — the optional admin listener; [`verify`] —
+//!   self-verification of the advertised endpoints.
+//! - [`advertise`] — render, write the node's files ([`state`]: atomic writes), declare with
+//!   retry, watch for changes; [`systemd`] — `READY=1`/`STOPPING=1` (`Type=notify`).
+//! - [`lifecycle`] — `netstrap run` as typed phases: `Prepared` (certificate, discovery, the
+//!   [`lifecycle::Plan`] that `discover` and `policy` share) → `Bound` (every listener) →
+//!   `Running` (planes, then the advertiser) → wait for a signal and drain; every start-up
+//!   failure is a [`lifecycle::StartError`], mapped to an exit code in one place.
+//! - [`cli`], [`report`], [`probe`] — the command line and its output; [`cli::manual`] — its
+//!   completions, man page and `--help` epilogue.
 
 pub mod addr;
 pub mod admin;
@@ -40,7 +49,6 @@ pub mod discover;
 pub mod health;
 pub mod lifecycle;
 pub mod logging;
-pub mod manual;
 pub mod memory;
 pub mod metrics;
 pub mod peers;

@@ -155,12 +155,12 @@ impl Metrics {
             r.register(
                 "broker_dropped_messages",
                 "MQTT messages the embedded broker skipped for a subscriber further behind than NETSTRAP_BROKER_BACKLOG",
-                crate::planes::broker_drops::DROPPED.clone(),
+                crate::logging::broker_drops::DROPPED.clone(),
             );
             r.register(
                 "broker_slow_subscribers_disconnected",
                 "Subscribers the embedded broker disconnected because publishers waited for them longer than NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT",
-                crate::planes::broker_drops::SLOW_DISCONNECTED.clone(),
+                crate::logging::broker_drops::SLOW_DISCONNECTED.clone(),
             );
             r.register(
                 "broker_refused",

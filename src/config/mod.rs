@@ -174,7 +174,7 @@ pub struct Settings {
 /// Default log filter: netstrap at info; rumqttd's per-connection chatter (it logs every
 /// accept at info and a routing "error" on every clean disconnect) only when it matters, and
 /// not its line per skipped read position (`rumqttd::segments`), which can come thousands of
-/// times a second: `planes::broker_drops` reports those, counted and at most every 10 s.
+/// times a second: `logging::broker_drops` reports those, counted and at most every 10 s.
 pub const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttd::router::routing=off,rumqttd::segments=off";
 
 /// `NETSTRAP_PORT_OFFSET`: 1 to 64511.

@@ -2,7 +2,6 @@
 //! relay), rest (netstrap's HTTP API + reverse proxy), broker (embedded MQTT or relay).
 
 pub mod broker;
-pub mod broker_drops;
 pub mod broker_guard;
 mod broker_stream;
 pub mod rest;

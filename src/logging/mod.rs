@@ -1,7 +1,9 @@
 //! Logs: human-readable on a terminal, JSON lines with `NETSTRAP_LOG_FORMAT=json`, to stderr
 //! so stdout stays for command output. Beside the log, whatever `NETSTRAP_LOG` filters out,
 //! rumqttd's report of messages skipped for a lagging subscriber is always read
-//! (`planes::broker_drops`).
+//! (`logging::broker_drops`).
+
+pub mod broker_drops;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -20,7 +22,7 @@ pub fn init(settings: &Settings) {
     // A second init (tests) is harmless.
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        .with(crate::planes::broker_drops::layer())
+        .with(crate::logging::broker_drops::layer())
         .try_init();
 }
 

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::CommandFactory as _;
 use clap_mangen::roff::{Roff, bold, roman};
 
-use crate::cli::{Cli, Command};
+use super::{Cli, Command};
 use crate::config::variables::{EDGELAKE, NETSTRAP, Variable};
 
 /// Where the reference lives, for `--help` and the man page.

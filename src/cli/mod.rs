@@ -1,5 +1,7 @@
 //! The command line (README, "Commands"): `netstrap [--config FILE] [--set KEY=VALUE]... <command>`.
 
+pub mod manual;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,8 +14,8 @@ use crate::config::{Layers, Origin, Settings, read_toml_file};
     name = "netstrap",
     version,
     about = "A stable network identity for EdgeLake/AnyLog nodes",
-    after_help = crate::manual::after_help(),
-    after_long_help = crate::manual::after_long_help()
+    after_help = crate::cli::manual::after_help(),
+    after_long_help = crate::cli::manual::after_long_help()
 )]
 pub struct Cli {
     /// TOML file of KEY = value pairs (environment variable names); below the environment.
@@ -89,7 +91,7 @@ pub fn layers(cli: &Cli) -> Result<Layers, crate::config::ConfigErrors> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(code) = crate::manual::run(&cli) {
+    if let Some(code) = crate::cli::manual::run(&cli) {
         return code;
     }
     let settings = match layers(&cli).and_then(|l| Settings::parse(&l)) {
