@@ -25,7 +25,8 @@
 //! - [`verify`] — self-verification of the advertised endpoints; [`peers`] — reachability of
 //!   every node in the registry.
 //! - [`tls`] — optional TLS on the rest and broker planes: certificate reload, SAN check.
-//! - [`cli`], [`report`], [`probe`], [`logging`] — the command line and its output.
+//! - [`cli`], [`report`], [`summary`], [`probe`], [`logging`] — the command line and its output
+//!   ([`summary`]: what `netstrap run` prints once at start).
 
 pub mod advertise;
 pub mod bind;
@@ -45,6 +46,7 @@ pub mod provenance;
 pub mod registry;
 pub mod report;
 pub mod state;
+pub mod summary;
 pub mod table;
 pub mod tls;
 pub mod upstream;

@@ -239,10 +239,10 @@ pub fn run(mut settings: Settings) -> ExitCode {
         None => None,
     };
     let discovery = control.block_on(discover(&settings));
-    for w in &discovery.warnings {
-        warn!("{w}");
-    }
     if !discovery.problems.is_empty() {
+        for w in &discovery.warnings {
+            warn!("{w}");
+        }
         for p in &discovery.problems {
             error!("cannot determine {p}");
         }
@@ -250,9 +250,6 @@ pub fn run(mut settings: Settings) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let table = ConnectionTable::plan(&settings, &discovery);
-    for line in table.render_text().lines().filter(|l| !l.trim().is_empty()) {
-        info!("{line}");
-    }
     let node_declares = settings.declare.value == crate::config::Declarer::Node;
     if node_declares && let Err(e) = node_upstreams(&mut settings, &table) {
         error!("{e}");
@@ -330,6 +327,8 @@ pub fn run(mut settings: Settings) -> ExitCode {
     let metrics = Arc::new(Metrics::new());
     let snap = snapshot(&settings, &discovery, &table);
     info!(name = %snap.identity.name, instance = %snap.identity.instance_id, "identity");
+    // The start-up summary (and discovery's warnings), once, now that every listener is bound.
+    crate::summary::print(&settings, &discovery, &table, &snap.identity.name);
     if let Some(t) = &tls {
         let info = &t.store.current().info;
         info!(
