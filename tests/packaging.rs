@@ -284,8 +284,37 @@ fn every_container_runs_restricted() {
             assert!(sc["capabilities"]["add"].is_null() && sc["privileged"] != true, "{overlay}/{name}");
             assert!(c["resources"]["limits"]["memory"].is_string(), "{overlay}/{name}: no memory limit");
         }
-        let ns = one(&r.docs, "Namespace", overlay);
-        assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted", "{overlay}");
+    }
+    // The namespace is created apart from the overlays (k8s/namespace.yaml), and enforces the
+    // restricted standard.
+    let ns = std::fs::read_to_string(Path::new(REPO).join("k8s/namespace.yaml")).unwrap();
+    assert!(ns.contains("kind: Namespace") && ns.contains("pod-security.kubernetes.io/enforce: restricted"));
+}
+
+/// `kubectl delete -k` deletes what the overlay renders: a Namespace there would take the
+/// node's PersistentVolumeClaims with it. The operator chooses the namespace (`kubectl -n`),
+/// except where a ClusterRoleBinding must name it (nodeport), which sets it for every object.
+#[test]
+fn no_overlay_creates_or_hard_codes_a_namespace() {
+    let all = need!(rendered());
+    for (overlay, r) in all {
+        assert!(find(&r.docs, "Namespace").is_empty(), "{overlay} creates a Namespace");
+        let namespaces: std::collections::BTreeSet<String> =
+            r.docs.iter().map(|d| d["metadata"]["namespace"].as_str().unwrap_or("").to_string()).collect();
+        let cluster_scoped = find(&r.docs, "ClusterRole").len() + find(&r.docs, "ClusterRoleBinding").len();
+        if *overlay == "nodeport" {
+            let namespaced = r.docs.len() - cluster_scoped;
+            let set = r.docs.iter().filter(|d| d["metadata"]["namespace"] == "edgelake").count();
+            assert_eq!(set, namespaced, "{overlay}: every namespaced object in one namespace");
+            let binding = one(&r.docs, "ClusterRoleBinding", overlay);
+            assert_eq!(binding["subjects"][0]["namespace"], "edgelake", "{overlay}");
+        } else {
+            assert_eq!(
+                namespaces.into_iter().collect::<Vec<_>>(),
+                vec![String::new()],
+                "{overlay}: kubectl -n decides"
+            );
+        }
     }
 }
 
