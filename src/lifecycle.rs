@@ -110,6 +110,11 @@ pub fn snapshot(settings: &Settings, d: &Discovery, table: &ConnectionTable) -> 
         },
         table: serde_json::to_value(table).unwrap_or_default(),
         discovery: serde_json::to_value(d).unwrap_or_default(),
+        // Without a registry there are no nodes to check: `/v1/peers` answers an empty list.
+        peers: crate::registry::Registry::parse(settings.ledger.as_deref(), "", Duration::ZERO)
+            .is_ok_and(|r| matches!(r, crate::registry::Registry::None))
+            .then(|| serde_json::value::RawValue::from_string("[]".into()).ok().map(Arc::from))
+            .flatten(),
         ..Default::default()
     }
 }

@@ -29,6 +29,14 @@ pub enum RenderError {
     NoCluster,
 }
 
+/// An operator without its cluster cannot have a node policy: `policy` fails on it, and
+/// `discover` says so too (exit 1), so that the two dry runs agree before `run` waits on it.
+pub fn missing_cluster(settings: &Settings) -> Option<RenderError> {
+    let operator = matches!(settings.node_type.value, NodeType::Operator | NodeType::MasterOperator);
+    (operator && settings.cluster_id.is_none() && settings.cluster_name.is_none())
+        .then_some(RenderError::NoCluster)
+}
+
 /// The stable hostname that goes into the policy and the default node name.
 pub fn stable_hostname(settings: &Settings, d: &Discovery) -> String {
     let hostname = settings.hostname.clone();

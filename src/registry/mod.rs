@@ -51,7 +51,7 @@ impl Registry {
         if let Some(path) = s.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(format!(
-                    "NETSTRAP_LEDGER={s}: a file ledger needs an absolute path, e.g. file:///data/blockchain.json"
+                    "a file ledger needs an absolute path, e.g. file:///data/blockchain.json"
                 ));
             }
             return Ok(Registry::File(FileLedger::new(path)));
@@ -63,12 +63,13 @@ impl Registry {
                 .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
             if !port_ok || addr.contains('/') {
                 return Err(format!(
-                    "NETSTRAP_LEDGER={s}: an EdgeLake registry is anylog://host:rest_port, e.g. anylog://edgelake-master:32049"
+                    "an EdgeLake registry needs a host and its REST port, e.g. anylog://edgelake-master:32049"
                 ));
             }
             return Ok(Registry::Anylog(AnylogClient::new(addr, master, timeout)));
         }
-        Err(format!("NETSTRAP_LEDGER={s}: expected anylog://host:port, file:///path/blockchain.json or none"))
+        // The caller names the variable, the value and the accepted forms (config::Settings).
+        Err("not a registry address".to_string())
     }
 
     /// Stored policies with this identity.

@@ -169,8 +169,7 @@ async fn peers(State(s): State<RestState>) -> Response {
         }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no peer check yet: asking starts one at the next watch pass (NETSTRAP_WATCH_INTERVAL); \
-             there is none without a registry (NETSTRAP_LEDGER)\n",
+            "no peer check yet: asking starts one at the next watch pass (NETSTRAP_WATCH_INTERVAL)\n",
         )
             .into_response(),
     }
