@@ -50,9 +50,7 @@ impl Registry {
         };
         if let Some(path) = s.strip_prefix("file://") {
             if !path.starts_with('/') {
-                return Err(format!(
-                    "a file ledger needs an absolute path, e.g. file:///data/blockchain.json"
-                ));
+                return Err("a file ledger needs an absolute path, e.g. file:///data/blockchain.json".into());
             }
             return Ok(Registry::File(FileLedger::new(path)));
         }
@@ -62,9 +60,9 @@ impl Registry {
                 .rsplit_once(':')
                 .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
             if !port_ok || addr.contains('/') {
-                return Err(format!(
-                    "an EdgeLake registry needs a host and its REST port, e.g. anylog://edgelake-master:32049"
-                ));
+                return Err(
+                    "an EdgeLake registry needs a host and its REST port, e.g. anylog://edgelake-master:32049".into()
+                );
             }
             return Ok(Registry::Anylog(AnylogClient::new(addr, master, timeout)));
         }
