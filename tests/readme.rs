@@ -241,6 +241,8 @@ fn readme_docker_compose_and_host_recipes_work_from_a_clean_state() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(Path::new(HOST_STATE).join("netstrap.env").is_file(), "no netstrap.env in {HOST_STATE}");
+    // No registry in the recipe: no nodes to check, an empty list (not null, not a 503).
+    assert_eq!(http_get(32549, "/v1/peers").trim(), "[]");
     // bash may have exec'd netstrap (one simple command) or be waiting for it.
     let pid = host.id().to_string();
     if !Command::new("pkill").args(["-TERM", "-P", &pid]).status().is_ok_and(|s| s.success()) {
