@@ -438,3 +438,48 @@ fn the_grace_period_covers_netstraps_shutdown_sequence() {
         );
     }
 }
+
+/// k8s/master provides what the operator's LEDGER_CONN names: a Service of that name and port
+/// in front of an EdgeLake master (validated as the overlays are; checkov scans it with k8s/).
+#[test]
+fn the_master_ledger_conn_names_is_provided() {
+    let (kubectl, python) = need!(render_tools());
+    let validate = need!(tool("kubernetes-validate"));
+    let dir = Path::new(REPO).join("k8s/master");
+    let yaml = output(Command::new(&kubectl).arg("kustomize").arg(&dir)).unwrap_or_else(|e| panic!("{e}"));
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), &yaml).unwrap();
+    for version in ["1.29.0", "1.33.0"] {
+        let result =
+            output(Command::new(&validate).args(["--strict", "--quiet", "-k", version]).arg(file.path()));
+        assert!(result.is_ok(), "k8s/master against Kubernetes {version}: {}", result.unwrap_err());
+    }
+    let json = output(Command::new(&python).arg("-c").arg(YAML_TO_JSON).arg(file.path())).unwrap();
+    let docs: Vec<Value> = serde_json::from_str(&json).unwrap();
+    assert!(find(&docs, "Namespace").is_empty() && docs.iter().all(|d| d["metadata"]["namespace"].is_null()));
+
+    let node_env = std::fs::read_to_string(Path::new(REPO).join("k8s/base/node.env")).unwrap();
+    let ledger_conn = node_env.lines().find_map(|l| l.strip_prefix("LEDGER_CONN=")).expect("LEDGER_CONN");
+    let (host, port) = ledger_conn.rsplit_once(':').unwrap();
+    let service = one(&docs, "Service", "master");
+    assert_eq!(service["metadata"]["name"], host, "LEDGER_CONN={ledger_conn} names another Service");
+    let tcp = named(&service["spec"]["ports"], "tcp").expect("a tcp port");
+    assert_eq!(tcp["port"].to_string(), port, "LEDGER_CONN={ledger_conn}");
+    assert_eq!(config(&docs, "edgelake-master", "NODE_TYPE"), Some("master"));
+    assert_eq!(config(&docs, "edgelake-master", "ANYLOG_SERVER_PORT"), Some(port));
+    let pod = &one(&docs, "Deployment", "master")["spec"]["template"]["spec"];
+    let labels = &one(&docs, "Deployment", "master")["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "the Service does not select the master");
+    }
+    // The same EdgeLake release as the operator's.
+    let operator = rendered().ok().map(|all| {
+        let pod = &workload(&all["clusterip"].docs, "clusterip")["spec"]["template"]["spec"];
+        named(&pod["containers"], "node").unwrap()["image"].clone()
+    });
+    let image = named(&pod["containers"], "node").unwrap()["image"].clone();
+    assert!(image.as_str().is_some_and(|i| !i.ends_with(":latest") && i.contains(':')), "{image}");
+    if let Some(operator) = operator {
+        assert_eq!(image, operator);
+    }
+}
