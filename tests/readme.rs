@@ -164,12 +164,18 @@ fn wait_healthy(container: &str) {
 
 /// `GET path` on 127.0.0.1:port: the body.
 fn http_get(port: u16, path: &str) -> String {
+    http(port, path).1
+}
+
+/// `GET path` on 127.0.0.1:port: the status code and the body.
+fn http(port: u16, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!(":{port}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
-    reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(reply)
+    let code = reply.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(reply))
 }
 
 #[test]
@@ -206,14 +212,23 @@ fn readme_docker_compose_and_host_recipes_work_from_a_clean_state() {
     run_ok("docker-cleanup", &[], &[]);
     assert!(leftovers().is_empty(), "docker-cleanup left: {:?}", leftovers());
 
-    // Compose, netstrap alone: healthy, advertises the published port; `down` without the
-    // variables `up` needed.
+    // Compose, netstrap alone (NETSTRAP_DECLARE=node: its readiness follows the node): live,
+    // advertising the published ports, and not ready, naming the node it waits for — as the
+    // README says; `down` without the variables `up` needed.
     run_ok("compose-netstrap", &[], &[]);
     let id = docker(&["ps", "-q", "--filter", "label=com.docker.compose.project=docker"]);
     assert!(!id.is_empty() && !id.contains('\n'), "one compose container: {id:?}");
-    wait_healthy(&id);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", 42149)).is_err() || http(42149, "/livez").0 != 200 {
+        assert!(Instant::now() < deadline, "compose netstrap not live in 60 s:\n{}", docker(&["logs", &id]));
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let network = http_get(42149, "/v1/network");
     assert!(network.contains("203.0.113.7") && network.contains("42149"), "{network}");
+    let (code, ready) = http(42149, "/readyz?verbose");
+    assert_eq!(code, 503, "ready without its node? {ready}");
+    assert!(ready.contains("[-]node pending: the node does not answer"), "{ready}");
+    assert_eq!(docker(&["inspect", "-f", "{{.State.Status}} {{.RestartCount}}", &id]), "running 0");
     run_ok("compose-cleanup", &[], &["EXTERNAL_IP", "NODE_DNS"]);
     assert!(leftovers().is_empty(), "compose-cleanup left: {:?}", leftovers());
 
@@ -260,7 +275,7 @@ fn readme_docker_compose_and_host_recipes_work_from_a_clean_state() {
     assert_eq!(log.matches("Sources that gave nothing").count(), 1, "one start-up summary:\n{log}");
     assert!(log.contains(&format!("state dir     {HOST_STATE}")), "the summary names the state dir:\n{log}");
     assert!(log.contains("/readyz"), "the summary says where probes answer:\n{log}");
-    for source in ["NETSTRAP_STUN_SERVERS not set", "OVERLAY_IP not set"] {
+    for source in ["NETSTRAP_STUN_SERVERS not set", "NETSTRAP_CIDR not set"] {
         assert_eq!(log.matches(source).count(), 1, "{source:?} said more than once:\n{log}");
     }
     std::fs::remove_dir_all(HOST_STATE).unwrap();
