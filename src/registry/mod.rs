@@ -61,7 +61,8 @@ impl Registry {
                 .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
             if !port_ok || addr.contains('/') {
                 return Err(
-                    "an EdgeLake registry needs a host and its REST port, e.g. anylog://edgelake-master:32049".into()
+                    "an EdgeLake registry is anylog://host:rest_port, e.g. anylog://edgelake-master:32049"
+                        .into(),
                 );
             }
             return Ok(Registry::Anylog(AnylogClient::new(addr, master, timeout)));
