@@ -36,8 +36,9 @@
 //!   [`lifecycle::Plan`] that `discover` and `policy` share) → `Bound` (every listener) →
 //!   `Running` (planes, then the advertiser) → wait for a signal and drain; every start-up
 //!   failure is a [`lifecycle::StartError`], mapped to an exit code in one place.
-//! - [`cli`], [`report`], [`probe`] — the command line and its output; [`cli::manual`] — its
-//!   completions, man page and `--help` epilogue.
+//! - [`cli`], [`report`], [`summary`], [`probe`] — the command line and its output ([`summary`]:
+//!   what `netstrap run` prints once at start); [`cli::manual`] — its completions, man page and
+//!   `--help` epilogue.
 
 pub mod addr;
 pub mod admin;
@@ -60,6 +61,7 @@ pub mod registry;
 pub mod report;
 pub mod snapshot;
 pub mod state;
+pub mod summary;
 pub mod systemd;
 pub mod table;
 pub mod tls;

@@ -104,7 +104,12 @@ pub fn snapshot(settings: &Settings, d: &Discovery, table: &ConnectionTable) -> 
         policy_id: None,
         endpoints: endpoints_dedup,
     };
-    NodeSnapshot::new(identity, table.clone(), d.clone())
+    let mut snapshot = NodeSnapshot::new(identity, table.clone(), d.clone());
+    // Without a registry there are no nodes to check: `/v1/peers` answers an empty list.
+    if settings.ledger == crate::config::Ledger::None {
+        snapshot.peers = serde_json::value::RawValue::from_string("[]".into()).ok().map(Arc::from);
+    }
+    snapshot
 }
 
 /// `NETSTRAP_DECLARE=node`: the node binds the ports it advertises (its scripts listen on what
@@ -324,14 +329,12 @@ impl Prepared {
             None => None,
         };
         let plan = Plan::of(&settings).await;
-        for w in &plan.discovery.warnings {
-            warn!("{w}");
-        }
+        // On success the warnings are in the start-up summary (`crate::summary`), once.
         if !plan.discovery.problems.is_empty() {
+            for w in &plan.discovery.warnings {
+                warn!("{w}");
+            }
             return Err(StartError::Discovery(plan.discovery.problems.clone()));
-        }
-        for line in plan.table.render_text().lines().filter(|l| !l.trim().is_empty()) {
-            info!("{line}");
         }
         if settings.declare.value == crate::config::Declarer::Node {
             node_upstreams(&mut settings, &plan.table).map_err(StartError::Plan)?;
@@ -400,6 +403,8 @@ impl Bound {
         let metrics = Arc::new(Metrics::new());
         let snap = snapshot(&settings, &discovery, &table);
         info!(name = %snap.identity.name, instance = %snap.identity.instance_id, "identity");
+        // The start-up summary (and discovery's warnings), once, now that every listener is bound.
+        crate::summary::print(&settings, &discovery, &table, &snap.identity.name);
         if let Some(t) = &tls {
             let info = &t.store.current().info;
             info!(

@@ -26,6 +26,7 @@ fn discover_prints_the_filled_in_connection_table() {
         &["discover"],
         &[
             ("NODE_TYPE", "operator"),
+            ("CLUSTER_NAME", "cluster1"),
             ("ANYLOG_BROKER_PORT", "32150"),
             ("EXTERNAL_IP", "203.0.113.7"),
             ("DNS", "op1.example.net"),
@@ -179,4 +180,31 @@ fn on_a_host_the_machines_name_is_the_identity_not_its_address() {
     assert_eq!(policy["hostname"], machine.as_str(), "{v}");
     assert_eq!(policy["name"], format!("{machine} generic"), "{v}");
     assert!(!stdout(&o).contains("\"192.0.2.2 generic\""), "{v}");
+}
+
+/// `discover` and `policy` agree on an operator without its cluster: both exit 1 saying what
+/// to set (its policy cannot be rendered; `run` would wait for it, never ready).
+#[test]
+fn discover_and_policy_agree_that_an_operator_needs_its_cluster() {
+    for cmd in ["discover", "policy"] {
+        let o = netstrap(&[cmd], &[("NODE_TYPE", "operator"), ("DNS", "op1.example.net")]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {}", stderr(&o));
+        assert!(stderr(&o).contains("set NETSTRAP_CLUSTER_ID, or CLUSTER_NAME"), "{cmd}: {}", stderr(&o));
+        let o = netstrap(
+            &[cmd],
+            &[("NODE_TYPE", "operator"), ("DNS", "op1.example.net"), ("CLUSTER_NAME", "c1")],
+        );
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", stderr(&o));
+    }
+}
+
+/// A bad NETSTRAP_LEDGER is reported once: the variable, the value, what is wrong, what is
+/// accepted — each said once.
+#[test]
+fn an_invalid_ledger_is_said_once() {
+    let o = netstrap(&["discover"], &[("NETSTRAP_LEDGER", "bogus")]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.matches("bogus").count(), 1, "{err}");
+    assert_eq!(err.matches("file:///path/blockchain.json").count(), 1, "{err}");
 }

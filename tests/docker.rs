@@ -4,9 +4,10 @@
 //! HEALTHCHECK, and docker/compose.yaml publishing ports that differ from the container's.
 //!
 //! Without a Docker engine every test prints `SKIPPED: <why>` and passes (fails under `CI=true`). The static binary
-//! is built once per run into target/static-image (a separate target dir: `cargo test` holds
-//! the lock on target/ while tests run); each test builds its own image tag from it and
-//! removes every container, network, volume and image it made, also when it fails.
+//! is built once per run where the README's recipe builds it (target/x86_64-unknown-linux-gnu/
+//! release: `cargo test` does not hold target/'s lock while tests run, and tests/readme.rs
+//! runs that recipe, so one release build serves both); each test builds its own image tag
+//! from it and removes every container, network, volume and image it made, also when it fails.
 
 #[path = "support/prereq.rs"]
 mod prereq;
@@ -62,7 +63,7 @@ macro_rules! require_engine {
 fn static_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let target_dir = Path::new(REPO).join("target/static-image");
+        let target_dir = Path::new(REPO).join("target");
         let started = Instant::now();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = run(Command::new(cargo)

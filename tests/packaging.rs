@@ -284,8 +284,37 @@ fn every_container_runs_restricted() {
             assert!(sc["capabilities"]["add"].is_null() && sc["privileged"] != true, "{overlay}/{name}");
             assert!(c["resources"]["limits"]["memory"].is_string(), "{overlay}/{name}: no memory limit");
         }
-        let ns = one(&r.docs, "Namespace", overlay);
-        assert_eq!(ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted", "{overlay}");
+    }
+    // The namespace is created apart from the overlays (k8s/namespace.yaml), and enforces the
+    // restricted standard.
+    let ns = std::fs::read_to_string(Path::new(REPO).join("k8s/namespace.yaml")).unwrap();
+    assert!(ns.contains("kind: Namespace") && ns.contains("pod-security.kubernetes.io/enforce: restricted"));
+}
+
+/// `kubectl delete -k` deletes what the overlay renders: a Namespace there would take the
+/// node's PersistentVolumeClaims with it. The operator chooses the namespace (`kubectl -n`),
+/// except where a ClusterRoleBinding must name it (nodeport), which sets it for every object.
+#[test]
+fn no_overlay_creates_or_hard_codes_a_namespace() {
+    let all = need!(rendered());
+    for (overlay, r) in all {
+        assert!(find(&r.docs, "Namespace").is_empty(), "{overlay} creates a Namespace");
+        let namespaces: std::collections::BTreeSet<String> =
+            r.docs.iter().map(|d| d["metadata"]["namespace"].as_str().unwrap_or("").to_string()).collect();
+        let cluster_scoped = find(&r.docs, "ClusterRole").len() + find(&r.docs, "ClusterRoleBinding").len();
+        if *overlay == "nodeport" {
+            let namespaced = r.docs.len() - cluster_scoped;
+            let set = r.docs.iter().filter(|d| d["metadata"]["namespace"] == "edgelake").count();
+            assert_eq!(set, namespaced, "{overlay}: every namespaced object in one namespace");
+            let binding = one(&r.docs, "ClusterRoleBinding", overlay);
+            assert_eq!(binding["subjects"][0]["namespace"], "edgelake", "{overlay}");
+        } else {
+            assert_eq!(
+                namespaces.into_iter().collect::<Vec<_>>(),
+                vec![String::new()],
+                "{overlay}: kubectl -n decides"
+            );
+        }
     }
 }
 
@@ -407,5 +436,50 @@ fn the_grace_period_covers_netstraps_shutdown_sequence() {
             total >= node_wait + delay + grace + 5,
             "{overlay}: terminationGracePeriodSeconds {total} < preStop {node_wait} + delay {delay} + grace {grace} + 5"
         );
+    }
+}
+
+/// k8s/master provides what the operator's LEDGER_CONN names: a Service of that name and port
+/// in front of an EdgeLake master (validated as the overlays are; checkov scans it with k8s/).
+#[test]
+fn the_master_ledger_conn_names_is_provided() {
+    let (kubectl, python) = need!(render_tools());
+    let validate = need!(tool("kubernetes-validate"));
+    let dir = Path::new(REPO).join("k8s/master");
+    let yaml = output(Command::new(&kubectl).arg("kustomize").arg(&dir)).unwrap_or_else(|e| panic!("{e}"));
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), &yaml).unwrap();
+    for version in ["1.29.0", "1.33.0"] {
+        let result =
+            output(Command::new(&validate).args(["--strict", "--quiet", "-k", version]).arg(file.path()));
+        assert!(result.is_ok(), "k8s/master against Kubernetes {version}: {}", result.unwrap_err());
+    }
+    let json = output(Command::new(&python).arg("-c").arg(YAML_TO_JSON).arg(file.path())).unwrap();
+    let docs: Vec<Value> = serde_json::from_str(&json).unwrap();
+    assert!(find(&docs, "Namespace").is_empty() && docs.iter().all(|d| d["metadata"]["namespace"].is_null()));
+
+    let node_env = std::fs::read_to_string(Path::new(REPO).join("k8s/base/node.env")).unwrap();
+    let ledger_conn = node_env.lines().find_map(|l| l.strip_prefix("LEDGER_CONN=")).expect("LEDGER_CONN");
+    let (host, port) = ledger_conn.rsplit_once(':').unwrap();
+    let service = one(&docs, "Service", "master");
+    assert_eq!(service["metadata"]["name"], host, "LEDGER_CONN={ledger_conn} names another Service");
+    let tcp = named(&service["spec"]["ports"], "tcp").expect("a tcp port");
+    assert_eq!(tcp["port"].to_string(), port, "LEDGER_CONN={ledger_conn}");
+    assert_eq!(config(&docs, "edgelake-master", "NODE_TYPE"), Some("master"));
+    assert_eq!(config(&docs, "edgelake-master", "ANYLOG_SERVER_PORT"), Some(port));
+    let pod = &one(&docs, "Deployment", "master")["spec"]["template"]["spec"];
+    let labels = &one(&docs, "Deployment", "master")["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in service["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "the Service does not select the master");
+    }
+    // The same EdgeLake release as the operator's.
+    let operator = rendered().ok().map(|all| {
+        let pod = &workload(&all["clusterip"].docs, "clusterip")["spec"]["template"]["spec"];
+        named(&pod["containers"], "node").unwrap()["image"].clone()
+    });
+    let image = named(&pod["containers"], "node").unwrap()["image"].clone();
+    assert!(image.as_str().is_some_and(|i| !i.ends_with(":latest") && i.contains(':')), "{image}");
+    if let Some(operator) = operator {
+        assert_eq!(image, operator);
     }
 }

@@ -41,6 +41,8 @@ async fn pod() -> Pod {
         ("K8S_NODE_NAME", "node-a".into()),
         ("NETSTRAP_SERVICE", "op".into()),
         ("NODE_TYPE", "operator".into()),
+        // An operator names its cluster, or discover (as policy) exits 1.
+        ("CLUSTER_NAME", "edge-cluster".into()),
         ("ANYLOG_BROKER_PORT", "32150".into()),
         ("NETSTRAP_SOURCE_TIMEOUT_MS", "1000".into()),
     ]

@@ -315,8 +315,14 @@ impl Advertiser {
                 true
             }
             Err(e) => {
+                // Files are replaced whole (atomic rename): earlier ones, if any, are untouched.
+                let earlier = if self.settings.state_dir.join("netstrap.env").exists() {
+                    "the previous files are intact"
+                } else {
+                    "none are written yet"
+                };
                 let why = format!(
-                    "cannot write the node's files in {}: {e}; the previous files are intact",
+                    "cannot write the node's files in {}: {e}; {earlier}",
                     self.settings.state_dir.display()
                 );
                 warn!("{why}");

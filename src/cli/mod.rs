@@ -183,7 +183,12 @@ async fn discover(settings: Settings, json: bool) -> ExitCode {
     } else {
         print!("{}", crate::report::render(&settings, &discovery, &table));
     }
-    if discovery.problems.is_empty() {
+    // As `netstrap policy`: an operator without its cluster has no policy to declare.
+    let no_cluster = crate::policy::render::missing_cluster(&settings);
+    if let Some(e) = &no_cluster {
+        eprintln!("netstrap: {e}");
+    }
+    if discovery.problems.is_empty() && no_cluster.is_none() {
         ExitCode::SUCCESS
     } else {
         for p in &discovery.problems {

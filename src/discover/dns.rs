@@ -359,8 +359,9 @@ pub async fn resolve(
             Ok(out)
         }
         Err(e) if e.is_nx_domain() => Err(SourceError::NotFound(format!(
-            "{absolute} does not exist in DNS (is the Service created, in this namespace, and is the \
-             cluster domain right?) — asked {asked}"
+            "{absolute} does not exist in DNS — asked {asked} (in Kubernetes: is the Service created, in \
+             this namespace, and is the cluster domain right? On a host or under Docker: is the name in DNS \
+             (or NETSTRAP_NAMESERVER's server), spelt as in DNS/DNS_DOMAIN?)"
         ))),
         Err(e) if e.is_no_records_found() => Err(SourceError::NotFound(format!(
             "{absolute} exists but has no A or AAAA records (a headless Service with no ready pods, \

@@ -61,6 +61,12 @@ pub fn cluster(settings: &Settings) -> Result<Option<Cluster>, RenderError> {
     Ok(Some(Cluster::Policy(json!({"cluster": {"company": settings.company_name, "name": name}}))))
 }
 
+/// An operator without its cluster cannot have a node policy: `policy` fails on it, and
+/// `discover` says so too (exit 1), so that the two dry runs agree before `run` waits on it.
+pub fn missing_cluster(settings: &Settings) -> Option<RenderError> {
+    cluster(settings).err()
+}
+
 /// The stable hostname that goes into the policy and the default node name.
 pub fn stable_hostname(settings: &Settings, d: &Discovery) -> String {
     let hostname = settings.hostname.clone();

@@ -191,8 +191,8 @@ async fn peers(State(s): State<RestState>) -> Response {
         }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no peer check yet: asking starts one at the next watch pass (NETSTRAP_WATCH_INTERVAL); \
-             there is none without a registry (NETSTRAP_LEDGER)\n",
+            "no peer check yet: asking starts one at the next watch pass (NETSTRAP_WATCH_INTERVAL), which \
+             reads the registry's nodes (NETSTRAP_LEDGER) and dials each\n",
         )
             .into_response(),
     }
