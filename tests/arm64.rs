@@ -173,7 +173,7 @@ fn version_under_qemu() {
 }
 
 /// The environment of a host node on loopback (as tests/run.rs).
-fn node_env(cmd: &mut Command, state: &Path, (tcp, rest, broker): (u16, u16, u16)) -> &mut Command {
+fn node_env<'a>(cmd: &'a mut Command, state: &Path, (tcp, rest, broker): (u16, u16, u16)) -> &'a mut Command {
     cmd.env_clear()
         .env("NETSTRAP_ENVIRONMENT", "host")
         .env("LOCAL_IP", "127.0.0.1")
@@ -291,7 +291,6 @@ fn missing_image_tools() -> Option<String> {
 }
 
 /// Docker objects and processes the test made, removed when dropped (failures included).
-#[derive(Default)]
 struct Cleanup {
     images: Vec<String>,
     containers: Vec<String>,
@@ -357,7 +356,7 @@ fn multiarch_image_index_with_amd64_and_arm64() {
     let name = format!("netstrap-test-multiarch-{}-{nanos}", std::process::id());
     let tag = format!("{name}:0.1.0");
     let mut cleanup =
-        Cleanup { images: vec![format!("{tag}-amd64"), format!("{tag}-arm64")], ..Default::default() };
+        Cleanup { images: vec![format!("{tag}-amd64"), format!("{tag}-arm64")], containers: vec![], registry: None };
     let scratch = tempfile::tempdir().unwrap();
     let archive = scratch.path().join("netstrap.oci.tar");
 
