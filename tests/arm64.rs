@@ -66,9 +66,13 @@ fn missing_cross() -> Option<String> {
         ("/usr/aarch64-linux-gnu/lib/libc.a".to_string(), "libc6-dev-arm64-cross"),
         (QEMU.to_string(), "qemu-user-static"),
     ];
-    let missing: Vec<String> =
-        needs.iter().filter(|(path, _)| !Path::new(path).exists()).map(|(p, pkg)| format!("{p} ({pkg})")).collect();
-    (!missing.is_empty()).then(|| format!("the aarch64 cross build needs {} (.ci/run installs them)", missing.join(", ")))
+    let missing: Vec<String> = needs
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(p, pkg)| format!("{p} ({pkg})"))
+        .collect();
+    (!missing.is_empty())
+        .then(|| format!("the aarch64 cross build needs {} (.ci/run installs them)", missing.join(", ")))
 }
 
 macro_rules! require {
@@ -190,21 +194,34 @@ fn node_env<'a>(cmd: &'a mut Command, state: &Path, (tcp, rest, broker): (u16, u
 fn discover_json_under_qemu() {
     require!(missing_cross());
     let dir = tempfile::tempdir().unwrap();
-    let out = ok(node_env(Command::new(QEMU).arg(arm64_binary()), &dir.path().join("state"), (41001, 41002, 41003))
-        .args(["discover", "--json"]));
-    let json: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("discover --json is not JSON ({e}):\n{out}"));
+    let out = ok(node_env(
+        Command::new(QEMU).arg(arm64_binary()),
+        &dir.path().join("state"),
+        (41001, 41002, 41003),
+    )
+    .args(["discover", "--json"]));
+    let json: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("discover --json is not JSON ({e}):\n{out}"));
     assert_eq!(json["discovery"]["environment"]["value"], "host", "{out}");
     assert_eq!(json["discovery"]["local_ip"]["value"], "127.0.0.1", "{out}");
     let rows = json["table"]["rows"].as_array().unwrap_or_else(|| panic!("no table rows:\n{out}"));
     let planes: Vec<(&str, u64, &str)> = rows
         .iter()
         .map(|r| {
-            (r["plane"].as_str().unwrap(), r["port"]["value"].as_u64().unwrap(), r["external_host"]["value"].as_str().unwrap())
+            (
+                r["plane"].as_str().unwrap(),
+                r["port"]["value"].as_u64().unwrap(),
+                r["external_host"]["value"].as_str().unwrap(),
+            )
         })
         .collect();
     assert_eq!(
         planes,
-        [("tcp", 41001, "node1.example.net"), ("rest", 41002, "node1.example.net"), ("broker", 41003, "node1.example.net")],
+        [
+            ("tcp", 41001, "node1.example.net"),
+            ("rest", 41002, "node1.example.net"),
+            ("broker", 41003, "node1.example.net")
+        ],
         "{out}"
     );
 }
@@ -279,10 +296,13 @@ fn missing_image_tools() -> Option<String> {
     }
     match Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output() {
         Ok(o) if o.status.success() => {}
-        Ok(o) => return Some(format!("no Docker engine answers: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Ok(o) => {
+            return Some(format!("no Docker engine answers: {}", String::from_utf8_lossy(&o.stderr).trim()));
+        }
         Err(e) => return Some(format!("no docker client: {e}")),
     }
-    for (tool, pkg) in [("skopeo", "skopeo"), ("docker-registry", "docker-registry"), ("python3", "python3")] {
+    for (tool, pkg) in [("skopeo", "skopeo"), ("docker-registry", "docker-registry"), ("python3", "python3")]
+    {
         if Command::new(tool).arg("--version").output().is_err() {
             return Some(format!("no {tool} (Debian package {pkg}; .ci/run installs it)"));
         }
@@ -325,7 +345,13 @@ fn platforms(index: &Value) -> BTreeSet<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| format!("{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap()))
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -355,8 +381,11 @@ fn multiarch_image_index_with_amd64_and_arm64() {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let name = format!("netstrap-test-multiarch-{}-{nanos}", std::process::id());
     let tag = format!("{name}:0.1.0");
-    let mut cleanup =
-        Cleanup { images: vec![format!("{tag}-amd64"), format!("{tag}-arm64")], containers: vec![], registry: None };
+    let mut cleanup = Cleanup {
+        images: vec![format!("{tag}-amd64"), format!("{tag}-arm64")],
+        containers: vec![],
+        registry: None,
+    };
     let scratch = tempfile::tempdir().unwrap();
     let archive = scratch.path().join("netstrap.oci.tar");
 
@@ -396,16 +425,26 @@ fn multiarch_image_index_with_amd64_and_arm64() {
         }
         let header = elf(&std::fs::read(rootfs.join("usr/local/bin/netstrap")).unwrap());
         let want = if arch == "arm64" { EM_AARCH64 } else { EM_X86_64 };
-        assert_eq!(header.machine, want, "the {arch} image's /usr/local/bin/netstrap is for ELF machine {}", header.machine);
+        assert_eq!(
+            header.machine, want,
+            "the {arch} image's /usr/local/bin/netstrap is for ELF machine {}",
+            header.machine
+        );
         assert!(header.static_, "the {arch} image's binary is not static");
     }
 
     // skopeo (containers/image) reads it as the same multi-arch image.
     let oci_ref = format!("oci-archive:{}:0.1.0", archive.display());
-    let raw: Value = serde_json::from_str(&ok(Command::new("skopeo").args(["inspect", "--raw", &oci_ref]))).unwrap();
+    let raw: Value =
+        serde_json::from_str(&ok(Command::new("skopeo").args(["inspect", "--raw", &oci_ref]))).unwrap();
     assert_eq!(platforms(&raw), platforms(&index));
-    let arm: Value =
-        serde_json::from_str(&ok(Command::new("skopeo").args(["inspect", "--override-arch", "arm64", &oci_ref]))).unwrap();
+    let arm: Value = serde_json::from_str(&ok(Command::new("skopeo").args([
+        "inspect",
+        "--override-arch",
+        "arm64",
+        &oci_ref,
+    ])))
+    .unwrap();
     assert_eq!(arm["Architecture"], "arm64");
 
     // Published as one image to a registry (the operator's step, README.md), the engine sees
@@ -435,13 +474,27 @@ fn multiarch_image_index_with_amd64_and_arm64() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let remote = format!("127.0.0.1:{port}/netstrap:0.1.0");
-    ok(Command::new("skopeo").args(["copy", "--all", "--dest-tls-verify=false", &oci_ref, &format!("docker://{remote}")]));
-    let listed: Value =
-        serde_json::from_str(&ok(Command::new("docker").args(["manifest", "inspect", "--insecure", &remote]))).unwrap();
+    ok(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &oci_ref,
+        &format!("docker://{remote}"),
+    ]));
+    let listed: Value = serde_json::from_str(&ok(Command::new("docker").args([
+        "manifest",
+        "inspect",
+        "--insecure",
+        &remote,
+    ])))
+    .unwrap();
     assert_eq!(platforms(&listed), platforms(&index), "the registry's index");
     cleanup.images.push(remote.clone());
     ok(Command::new("docker").args(["pull", "-q", "--platform", "linux/arm64", &remote]));
-    assert_eq!(ok(Command::new("docker").args(["image", "inspect", "-f", "{{.Architecture}}", &remote])), "arm64");
+    assert_eq!(
+        ok(Command::new("docker").args(["image", "inspect", "-f", "{{.Architecture}}", &remote])),
+        "arm64"
+    );
 
     // `docker load` gives each platform's image under its own tag.
     for image in &cleanup.images[..2] {
@@ -449,7 +502,13 @@ fn multiarch_image_index_with_amd64_and_arm64() {
     }
     ok(Command::new("docker").arg("load").arg("-i").arg(&archive));
     for arch in ["amd64", "arm64"] {
-        let got = ok(Command::new("docker").args(["image", "inspect", "-f", "{{.Os}}/{{.Architecture}}", &format!("{tag}-{arch}")]));
+        let got = ok(Command::new("docker").args([
+            "image",
+            "inspect",
+            "-f",
+            "{{.Os}}/{{.Architecture}}",
+            &format!("{tag}-{arch}"),
+        ]));
         assert_eq!(got, format!("linux/{arch}"));
     }
 
