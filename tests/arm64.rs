@@ -517,3 +517,26 @@ fn multiarch_image_index_with_amd64_and_arm64() {
     let version = run_arm64_image(&image, &["--version"], &mut cleanup, scratch.path());
     assert_eq!(version, format!("netstrap {}", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn the_scripts_name_what_to_fix_in_bad_arguments() {
+    let script = |name: &str, args: &[&str]| {
+        let out = run(Command::new(Path::new(REPO).join("docker").join(name)).args(args));
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (code, err) = script("build-multiarch", &["--tag", "netstrap"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--tag 'netstrap' has no tag: give name:tag"), "{err}");
+    let (code, err) = script(
+        "build-multiarch",
+        &["--tag", "n:1", "--amd64-binary", "/nonexistent", "--arm64-binary", "/x"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("the amd64 binary /nonexistent does not exist"), "{err}");
+    let (code, err) = script("build-arm64", &["--profle", "release"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("unknown argument '--profle' (accepted: --profile NAME, --target-dir DIR)"),
+        "{err}"
+    );
+}
