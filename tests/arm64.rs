@@ -166,6 +166,9 @@ fn the_binary_is_a_static_aarch64_executable() {
     let header = elf(&bytes);
     assert_eq!(header.machine, EM_AARCH64, "{bin:?} is for ELF machine {}, not aarch64", header.machine);
     assert!(header.static_, "{bin:?} needs a dynamic loader or shared libraries: not static");
+    // The check tells the difference: this test program is linked dynamically against glibc.
+    let own = elf(&std::fs::read(std::env::current_exe().unwrap()).unwrap());
+    assert!(!own.static_, "the ELF check calls a dynamically linked test binary static");
     println!("aarch64 binary: {} bytes ({PROFILE} profile)", bytes.len());
 }
 
