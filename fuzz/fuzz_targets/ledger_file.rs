@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(&path, data).unwrap();
     let ledger = FileLedger::new(&path);
     let _ = ledger.find("operator", "Acme Co", "op-1");
-    let _ = ledger.nodes(netstrap::peers::NODE_TYPES);
+    let _ = ledger.nodes(netstrap::registry::NODE_TYPES);
     let policy = json!({"operator": {"name": "op-1", "company": "Acme Co", "ip": "203.0.113.1", "port": 32148}});
     ledger.declare(&policy).unwrap();
     let after = std::fs::read(&path).unwrap();
