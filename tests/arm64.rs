@@ -13,6 +13,8 @@
 
 #[path = "support/prereq.rs"]
 mod prereq;
+#[path = "support/static_binary.rs"]
+mod static_binary;
 
 #[path = "support/ports.rs"]
 mod ports;
@@ -98,26 +100,6 @@ fn arm64_binary() -> &'static Path {
         let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         assert!(path.is_file(), "docker/build-arm64 printed {path:?}, which is not a file");
         path
-    })
-}
-
-/// The static x86_64 release binary, as tests/docker.rs builds it (same dir and flags: the
-/// one build serves both).
-fn amd64_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let target_dir = Path::new(REPO).join("target");
-        let started = Instant::now();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = run(Command::new(cargo)
-            .current_dir(REPO)
-            .args(["build", "--locked", "--release", "--target", "x86_64-unknown-linux-gnu"])
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env("CARGO_TARGET_DIR", &target_dir));
-        assert!(out.status.success(), "static build failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        println!("x86_64 static release build: {:.0?}", started.elapsed());
-        target_dir.join("x86_64-unknown-linux-gnu/release/netstrap")
     })
 }
 
@@ -397,7 +379,7 @@ fn multiarch_image_index_with_amd64_and_arm64() {
         .args(["--tag", &tag, "--output"])
         .arg(&archive)
         .arg("--amd64-binary")
-        .arg(amd64_binary())
+        .arg(static_binary::static_binary())
         .arg("--arm64-binary")
         .arg(arm64_binary()));
     println!("two images and the OCI archive: {:.1?}", started.elapsed());

@@ -11,10 +11,11 @@
 
 #[path = "support/prereq.rs"]
 mod prereq;
+#[path = "support/static_binary.rs"]
+mod static_binary;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -59,25 +60,6 @@ macro_rules! require_engine {
     };
 }
 
-/// The static release binary, built once per test run.
-fn static_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let target_dir = Path::new(REPO).join("target");
-        let started = Instant::now();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = run(Command::new(cargo)
-            .current_dir(REPO)
-            .args(["build", "--locked", "--release", "--target", "x86_64-unknown-linux-gnu"])
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env("CARGO_TARGET_DIR", &target_dir));
-        assert!(out.status.success(), "static build failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        println!("static release build: {:.0?}", started.elapsed());
-        target_dir.join("x86_64-unknown-linux-gnu/release/netstrap")
-    })
-}
-
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("netstrap-test-{prefix}-{}-{nanos}", std::process::id())
@@ -99,7 +81,7 @@ fn build_image(tag: &str) -> Cleanup {
     let ctx = tempfile::tempdir().unwrap();
     let binary_dir = ctx.path().join("target/x86_64-unknown-linux-gnu/release");
     std::fs::create_dir_all(&binary_dir).unwrap();
-    std::fs::copy(static_binary(), binary_dir.join("netstrap")).unwrap();
+    std::fs::copy(static_binary::static_binary(), binary_dir.join("netstrap")).unwrap();
     let rootfs = Path::new(REPO).join("docker/rootfs");
     for file in ["etc/passwd", "etc/group", "var/lib/netstrap/.keep"] {
         let to = ctx.path().join("docker/rootfs").join(file);
