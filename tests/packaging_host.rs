@@ -7,49 +7,17 @@
 
 #[path = "support/prereq.rs"]
 mod prereq;
+#[path = "support/tools.rs"]
+#[macro_use]
+mod tools;
+use tools::{output, tool};
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-fn tool(name: &str) -> Result<PathBuf, String> {
-    let venv = std::env::var_os("NETSTRAP_TOOLS_VENV")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/netstrap-ci/venv")));
-    if let Some(p) = venv.map(|v| v.join("bin").join(name)).filter(|p| p.is_file()) {
-        return Ok(p);
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()))
-        .ok_or_else(|| format!("{name} not found (bash .ci/run installs it)"))
-}
-
-macro_rules! need {
-    ($tool:expr) => {
-        match $tool {
-            Ok(v) => v,
-            Err(why) => {
-                prereq::missing(&why);
-                return;
-            }
-        }
-    };
-}
-
-fn output(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.stdin(Stdio::null()).output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    String::from_utf8(out.stdout).map_err(|e| e.to_string())
-}
 
 /// YAML documents as JSON, with the tools venv's python (PyYAML).
 fn yaml_docs(yaml: &str) -> Result<Vec<Value>, String> {
