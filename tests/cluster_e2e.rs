@@ -329,8 +329,15 @@ fn cluster_dns_down_at_start_is_live_not_ready_with_the_reason_then_ready_withou
     let body = poll("readiness to report the DNS check", Duration::from_secs(30), || {
         assert!(pa.exited().is_none(), "netstrap exited:\n{}", pa.log());
         match readyz(&c, &a) {
-            // Once the broker answers, only DNS may hold readiness back.
-            Ok((503, body)) if body.contains("[-]dns") && body.contains("[+]broker ok") => Ok(body),
+            // Once the broker answers and the first files are written (both within moments of
+            // start), only DNS may hold readiness back.
+            Ok((503, body))
+                if body.contains("[-]dns")
+                    && body.contains("[+]broker ok")
+                    && !body.contains("[-]files pending: writing") =>
+            {
+                Ok(body)
+            }
             other => Err(format!("{other:?}")),
         }
     });
