@@ -629,7 +629,7 @@ impl Bound {
                                 health.ok(CHECK_BROKER);
                                 break;
                             }
-                            Err(e) => health.set(CHECK_BROKER, crate::health::Check::Pending(e)),
+                            Err(e) => health.set(CHECK_BROKER, crate::health::Check::Pending(e.to_string())),
                         }
                         tokio::time::sleep(retry).await;
                         if started.elapsed() > Duration::from_millis(200) {

@@ -42,38 +42,61 @@ fn judge(me: &Identity, nonce: &str, echoed: &str, answer: &Identity) -> (bool, 
     (true, "answered as this instance".into())
 }
 
+/// Why an endpoint gave no HTTP reply to read; the text is the check's reason.
+#[derive(Debug, thiserror::Error)]
+enum NoReply {
+    #[error("{host}: not a TLS server name: {cause}")]
+    ServerName { host: String, cause: rustls::pki_types::InvalidDnsNameError },
+    #[error("cannot connect to {endpoint}: {cause}")]
+    Connect { endpoint: String, cause: std::io::Error },
+    #[error("TLS handshake with {endpoint}: {cause}")]
+    Handshake { endpoint: String, cause: std::io::Error },
+    #[error("{endpoint}: {cause}")]
+    Http { endpoint: String, cause: hyper::Error },
+    #[error("{path}: not a request path: {cause}")]
+    Path { path: String, cause: hyper::http::Error },
+    #[error("{endpoint}: reading the reply: {cause}")]
+    Body { endpoint: String, cause: Box<dyn std::error::Error + Send + Sync> },
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// Plain HTTP, through discovery's client.
+    #[error("{0}")]
+    Plain(#[from] crate::discover::SourceError),
+}
+
 /// `GET path` over TLS on `endpoint`. The chain is not verified (the nonce proves who
 /// answered; the SAN check at start covers the names): see [`crate::tls::loopback_client_config`].
-async fn https_get(endpoint: &str, path: &str) -> Result<(hyper::StatusCode, bytes::Bytes), String> {
+async fn https_get(endpoint: &str, path: &str) -> Result<(hyper::StatusCode, bytes::Bytes), NoReply> {
     use http_body_util::BodyExt;
     let host = endpoint.rsplit_once(':').map(|(h, _)| h).unwrap_or(endpoint);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let name = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => crate::tls::server_name(ip),
         Err(_) => rustls::pki_types::ServerName::try_from(host.to_string())
-            .map_err(|e| format!("{host}: not a TLS server name: {e}"))?,
+            .map_err(|cause| NoReply::ServerName { host: host.to_string(), cause })?,
     };
+    let at = || endpoint.to_string();
     let tcp = tokio::net::TcpStream::connect(endpoint)
         .await
-        .map_err(|e| format!("cannot connect to {endpoint}: {e}"))?;
+        .map_err(|cause| NoReply::Connect { endpoint: at(), cause })?;
     let connector =
         tokio_rustls::TlsConnector::from(crate::tls::loopback_client_config(&[crate::tls::ALPN_HTTP1]));
     let stream =
-        connector.connect(name, tcp).await.map_err(|e| format!("TLS handshake with {endpoint}: {e}"))?;
+        connector.connect(name, tcp).await.map_err(|cause| NoReply::Handshake { endpoint: at(), cause })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
-        .map_err(|e| format!("{endpoint}: {e}"))?;
+        .map_err(|cause| NoReply::Http { endpoint: at(), cause })?;
     let conn = tokio::spawn(conn);
     let req = hyper::Request::get(path)
         .header(hyper::header::HOST, endpoint)
         .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| format!("{endpoint}: {e}"))?;
+        .map_err(|cause| NoReply::Path { path: path.to_string(), cause })?;
+    let resp = sender.send_request(req).await.map_err(|cause| NoReply::Http { endpoint: at(), cause })?;
     let status = resp.status();
     let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
         .collect()
         .await
-        .map_err(|e| format!("{endpoint}: reading the reply: {e}"))?
+        .map_err(|cause| NoReply::Body { endpoint: at(), cause })?
         .to_bytes();
     conn.abort();
     Ok((status, body))
@@ -85,14 +108,14 @@ async fn check_rest(me: &Identity, endpoint: &str, tls: bool, timeout: Duration)
     let reply = if tls {
         match tokio::time::timeout(timeout, https_get(endpoint, &path)).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no reply within {timeout:?}")),
+            Err(_) => Err(NoReply::Timeout(timeout)),
         }
     } else {
         let url = format!("http://{endpoint}{path}");
         crate::discover::with_timeout(timeout, crate::discover::http::request(hyper::Method::GET, &url, &[]))
             .await
             .map(|(status, _, body)| (status, body))
-            .map_err(|e| e.to_string())
+            .map_err(NoReply::from)
     };
     match reply {
         Ok((status, body)) if status.is_success() => {
@@ -107,7 +130,7 @@ async fn check_rest(me: &Identity, endpoint: &str, tls: bool, timeout: Duration)
             }
         }
         Ok((status, _)) => (false, format!("answered {status}")),
-        Err(e) => (false, e),
+        Err(e) => (false, e.to_string()),
     }
 }
 

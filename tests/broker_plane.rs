@@ -9,7 +9,7 @@ use std::time::Duration;
 use netstrap::metrics::Metrics;
 use netstrap::planes::Shutdown;
 use netstrap::planes::broker::{
-    BrokerError, BrokerOptions, mqtt_ping, serve_embedded, serve_embedded_on, serve_relay,
+    BrokerError, BrokerOptions, PingError, mqtt_ping, serve_embedded, serve_embedded_on, serve_relay,
 };
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, LastWill, MqttOptions, Packet, Publish, QoS};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -276,9 +276,13 @@ async fn only_the_configured_credentials_connect() {
         assert!(matches!(first, Some(Err(_))), "{id}: expected a refused connection, got {first:?}");
     }
 
-    assert_eq!(mqtt_ping(b.addr, WAIT, Some(("edge".into(), "s3cret".into()))).await, Ok(()));
+    mqtt_ping(b.addr, WAIT, Some(("edge".into(), "s3cret".into())))
+        .await
+        .expect("the right password is accepted");
     let refused = mqtt_ping(b.addr, WAIT, Some(("edge".into(), "guess".into()))).await.unwrap_err();
     // The broker says why (rumqttd patch 7), and the readiness reason carries it.
+    assert!(matches!(refused, PingError::Refused { code: 4, .. }), "{refused:?}");
+    let refused = refused.to_string();
     assert!(refused.contains("CONNACK code 4 (bad username or password)"), "{refused}");
 }
 
@@ -297,10 +301,11 @@ async fn a_port_in_use_is_an_error_naming_the_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_ping_tells_a_broker_from_no_broker_and_from_other_servers() {
     let b = broker(None).await;
-    assert_eq!(mqtt_ping(b.addr, WAIT, None).await, Ok(()));
+    mqtt_ping(b.addr, WAIT, None).await.expect("the broker answers");
 
     let nothing = mqtt_ping(free_addr(), WAIT, None).await.unwrap_err();
-    assert!(nothing.contains("no broker at"), "{nothing}");
+    assert!(matches!(nothing, PingError::NoBroker { .. }), "{nothing:?}");
+    assert!(nothing.to_string().contains("no broker at"), "{nothing}");
 
     // A server that answers, but not in MQTT (say, the REST port by mistake).
     let http = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
@@ -311,7 +316,8 @@ async fn mqtt_ping_tells_a_broker_from_no_broker_and_from_other_servers() {
         }
     });
     let garbage = mqtt_ping(http_addr, WAIT, None).await.unwrap_err();
-    assert!(garbage.contains("not an MQTT broker"), "{garbage}");
+    assert!(matches!(garbage, PingError::NotMqtt { .. }), "{garbage:?}");
+    assert!(garbage.to_string().contains("not an MQTT broker"), "{garbage}");
 
     // A server that accepts and never answers.
     let silent = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
@@ -322,7 +328,7 @@ async fn mqtt_ping_tells_a_broker_from_no_broker_and_from_other_servers() {
             held.push(s);
         }
     });
-    let mute = mqtt_ping(silent_addr, Duration::from_millis(300), None).await.unwrap_err();
+    let mute = mqtt_ping(silent_addr, Duration::from_millis(300), None).await.unwrap_err().to_string();
     assert!(mute.contains("no CONNACK") && mute.contains("300ms"), "{mute}");
     hold.abort();
 }
@@ -375,7 +381,7 @@ async fn clients_that_disconnect_cleanly_do_not_knock_out_the_next_one() {
                 for _ in 0..100 {
                     mqtt_ping(b.addr, WAIT, None).await?;
                 }
-                Ok::<(), String>(())
+                Ok::<(), PingError>(())
             })
         })
         .collect();

@@ -506,6 +506,29 @@ impl Drop for GaugeGuard {
     }
 }
 
+/// Why an MQTT probe found no broker answering "accepted"; the text is the readiness reason.
+#[derive(Debug, thiserror::Error)]
+pub enum PingError {
+    #[error("MQTT {0} longer than 65535 bytes")]
+    FieldTooLong(&'static str),
+    #[error("no broker at {addr}: {cause}")]
+    NoBroker { addr: SocketAddr, cause: io::Error },
+    #[error("broker at {addr}: TLS handshake failed: {cause}")]
+    Tls { addr: SocketAddr, cause: io::Error },
+    #[error("no CONNACK from {addr} within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("broker at {addr}: sending CONNECT: {cause}")]
+    Send { addr: SocketAddr, cause: io::Error },
+    #[error("{addr} closed the connection without a CONNACK (wrong credentials, or not an MQTT broker)")]
+    Closed { addr: SocketAddr },
+    #[error("broker at {addr}: reading CONNACK: {cause}")]
+    Read { addr: SocketAddr, cause: io::Error },
+    #[error("{addr} is not an MQTT broker: it answered {answer:02x?} instead of a CONNACK")]
+    NotMqtt { addr: SocketAddr, answer: [u8; 4] },
+    #[error("broker at {addr} refused the connection: CONNACK code {code} ({})", connack_reason(*code))]
+    Refused { addr: SocketAddr, code: u8 },
+}
+
 /// Prove an MQTT broker answers at `addr`: send an MQTT 3.1.1 CONNECT (clean session, client
 /// id `netstrap-probe-<hex>`, `credentials` when given), expect CONNACK "accepted", then
 /// DISCONNECT. The error says what was found instead, for the readiness reason.
@@ -513,7 +536,7 @@ pub async fn mqtt_ping(
     addr: SocketAddr,
     timeout: Duration,
     credentials: Option<(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), PingError> {
     mqtt_ping_tls(addr, timeout, credentials, None).await
 }
 
@@ -524,11 +547,11 @@ pub async fn mqtt_ping_tls(
     timeout: Duration,
     credentials: Option<(String, String)>,
     tls: Option<Arc<rustls::ClientConfig>>,
-) -> Result<(), String> {
+) -> Result<(), PingError> {
     let connect =
         connect_packet(&format!("netstrap-probe-{:016x}", rand::random::<u64>()), credentials.as_ref())?;
     let exchange = async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| format!("no broker at {addr}: {e}"))?;
+        let tcp = TcpStream::connect(addr).await.map_err(|cause| PingError::NoBroker { addr, cause })?;
         let _ = tcp.set_nodelay(true);
         match tls {
             None => ping_exchange(tcp, addr, &connect).await,
@@ -536,14 +559,12 @@ pub async fn mqtt_ping_tls(
                 let stream = tokio_rustls::TlsConnector::from(config)
                     .connect(crate::tls::server_name(addr.ip()), tcp)
                     .await
-                    .map_err(|e| format!("broker at {addr}: TLS handshake failed: {e}"))?;
+                    .map_err(|cause| PingError::Tls { addr, cause })?;
                 ping_exchange(stream, addr, &connect).await
             }
         }
     };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| format!("no CONNACK from {addr} within {timeout:?}"))?
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| PingError::Timeout { addr, timeout })?
 }
 
 /// Send CONNECT on `stream`, expect CONNACK "accepted", then DISCONNECT.
@@ -551,20 +572,18 @@ async fn ping_exchange(
     mut stream: impl AsyncRead + AsyncWrite + Unpin,
     addr: SocketAddr,
     connect: &[u8],
-) -> Result<(), String> {
-    stream.write_all(connect).await.map_err(|e| format!("broker at {addr}: sending CONNECT: {e}"))?;
+) -> Result<(), PingError> {
+    stream.write_all(connect).await.map_err(|cause| PingError::Send { addr, cause })?;
     let mut ack = [0u8; 4];
-    stream.read_exact(&mut ack).await.map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => format!(
-            "{addr} closed the connection without a CONNACK (wrong credentials, or not an MQTT broker)"
-        ),
-        _ => format!("broker at {addr}: reading CONNACK: {e}"),
+    stream.read_exact(&mut ack).await.map_err(|cause| match cause.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => PingError::Closed { addr },
+        _ => PingError::Read { addr, cause },
     })?;
     if ack[..2] != [0x20, 0x02] {
-        return Err(format!("{addr} is not an MQTT broker: it answered {:02x?} instead of a CONNACK", ack));
+        return Err(PingError::NotMqtt { addr, answer: ack });
     }
     if ack[3] != 0 {
-        return Err(format!("broker at {addr} refused the connection: {}", connack_reason(ack[3])));
+        return Err(PingError::Refused { addr, code: ack[3] });
     }
     // Best effort: the broker said yes, which is what the probe asked.
     let _ = stream.write_all(&[0xe0, 0x00]).await;
@@ -572,22 +591,21 @@ async fn ping_exchange(
     Ok(())
 }
 
-fn connack_reason(code: u8) -> String {
-    let why = match code {
+fn connack_reason(code: u8) -> &'static str {
+    match code {
         1 => "unacceptable protocol version",
         2 => "client identifier rejected",
         3 => "server unavailable",
         4 => "bad username or password",
         5 => "not authorized",
         _ => "unknown return code",
-    };
-    format!("CONNACK code {code} ({why})")
+    }
 }
 
 /// An MQTT 3.1.1 CONNECT packet (clean session, keep-alive 10 s).
-fn connect_packet(client_id: &str, credentials: Option<&(String, String)>) -> Result<Vec<u8>, String> {
-    fn field(out: &mut Vec<u8>, s: &str, what: &str) -> Result<(), String> {
-        let len = u16::try_from(s.len()).map_err(|_| format!("MQTT {what} longer than 65535 bytes"))?;
+fn connect_packet(client_id: &str, credentials: Option<&(String, String)>) -> Result<Vec<u8>, PingError> {
+    fn field(out: &mut Vec<u8>, s: &str, what: &'static str) -> Result<(), PingError> {
+        let len = u16::try_from(s.len()).map_err(|_| PingError::FieldTooLong(what))?;
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(s.as_bytes());
         Ok(())

@@ -400,19 +400,28 @@ impl AnylogClient {
     }
 }
 
+/// Why a reply body was not read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("{}", error_chain(.0))]
+    Read(hyper::Error),
+    #[error(
+        "the reply is larger than {} MiB, more than netstrap reads of a registry reply; a ledger \
+         that big is mostly stale policies (see `netstrap peers`)",
+        .max / (1024 * 1024)
+    )]
+    TooLarge { max: usize },
+}
+
 /// Read a reply body into one buffer of at most `max` bytes (a larger one is refused, naming
 /// the limit, before more is read).
-async fn read_within(mut body: hyper::body::Incoming, max: usize) -> Result<Bytes, String> {
+async fn read_within(mut body: hyper::body::Incoming, max: usize) -> Result<Bytes, BodyError> {
     let mut buf = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| error_chain(&e))?;
+        let frame = frame.map_err(BodyError::Read)?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > max {
-                return Err(format!(
-                    "the reply is larger than {} MiB, more than netstrap reads of a registry reply; \
-                     a ledger that big is mostly stale policies (see `netstrap peers`)",
-                    max / (1024 * 1024)
-                ));
+                return Err(BodyError::TooLarge { max });
             }
             buf.extend_from_slice(&data);
         }

@@ -41,7 +41,48 @@ pub enum SendError {
     /// The client's own request body could not be read (malformed chunks, over the limit).
     ClientBody(String),
     /// The node did not answer, or not with HTTP.
-    Node(String),
+    Node(NodeError),
+}
+
+/// What went wrong on the connection to the node; the text is what the client's `502` (or
+/// the cut-off body's error) says.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("no connection within {}s", CONNECT_TIMEOUT.as_secs())]
+    ConnectTimeout,
+    #[error("{0}")]
+    Connect(std::io::Error),
+    #[error("sending the request: {0}")]
+    Send(std::io::Error),
+    /// A failed write is reported with the read failure that followed it.
+    #[error("{sent} (then: {then})")]
+    SentThenRead { sent: Box<NodeError>, then: Box<NodeError> },
+    #[error("reading the node's reply: {0}")]
+    Read(std::io::Error),
+    #[error("the node's reply is not HTTP: {0}")]
+    NotHttp(httparse::Error),
+    #[error("the node's reply head is larger than {} KiB", MAX_HEAD / 1024)]
+    HeadTooLarge,
+    #[error("the node closed the connection without a reply")]
+    NoReply,
+    #[error("the node closed the connection in the middle of its reply head")]
+    ClosedInHead,
+    #[error("the node's reply has no valid status code")]
+    NoStatus,
+    #[error("the node's reply has an invalid Content-Length {0:?}")]
+    ContentLength(HeaderValue),
+    #[error("the node's reply has several Content-Length headers")]
+    ContentLengths,
+    #[error("the node closed its reply {0} bytes short of its Content-Length")]
+    ShortBody(u64),
+    #[error("the node's reply has a malformed chunk size")]
+    ChunkSize,
+    #[error("the node's reply has a chunk without its CRLF")]
+    ChunkCrlf,
+    #[error("the node's reply has a line longer than {MAX_LINE} bytes where {0} was due")]
+    LongLine(&'static str),
+    #[error("the node closed its chunked reply before {0}")]
+    ClosedInChunks(&'static str),
 }
 
 /// The node's reply head.
@@ -62,11 +103,10 @@ pub async fn send(
     headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Result<(Head, Reply), SendError> {
-    let node = |e: String| SendError::Node(e);
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| node(format!("no connection within {}s", CONNECT_TIMEOUT.as_secs())))?
-        .map_err(|e| node(e.to_string()))?;
+        .map_err(|_| SendError::Node(NodeError::ConnectTimeout))?
+        .map_err(|e| SendError::Node(NodeError::Connect(e)))?;
     let _ = stream.set_nodelay(true);
     let mut stream = BufWriter::new(stream);
 
@@ -102,10 +142,12 @@ pub async fn send(
     let head = match reply.read_head(method).await {
         Ok(h) => h,
         Err(e) => {
-            return Err(match written {
-                Err(SendError::Node(w)) => node(format!("{w} (then: {e})")),
-                _ => node(e),
-            });
+            return Err(SendError::Node(match written {
+                Err(SendError::Node(sent)) => {
+                    NodeError::SentThenRead { sent: Box::new(sent), then: Box::new(e) }
+                }
+                _ => e,
+            }));
         }
     };
     Ok((head, reply))
@@ -117,7 +159,7 @@ async fn write_request(
     mut body: axum::body::Body,
     chunked: bool,
 ) -> Result<(), SendError> {
-    let io = |e: std::io::Error| SendError::Node(format!("sending the request: {e}"));
+    let io = |e: std::io::Error| SendError::Node(NodeError::Send(e));
     stream.write_all(head).await.map_err(io)?;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| SendError::ClientBody(crate::discover::http::error_chain(&e)))?;
@@ -168,12 +210,12 @@ pub struct Reply {
 
 impl Reply {
     /// Read more from the node; `Ok(0)` at its close.
-    async fn fill(&mut self) -> Result<usize, String> {
+    async fn fill(&mut self) -> Result<usize, NodeError> {
         self.buf.reserve(READ_SIZE);
-        self.stream.read_buf(&mut self.buf).await.map_err(|e| format!("reading the node's reply: {e}"))
+        self.stream.read_buf(&mut self.buf).await.map_err(NodeError::Read)
     }
 
-    async fn read_head(&mut self, method: &Method) -> Result<Head, String> {
+    async fn read_head(&mut self, method: &Method) -> Result<Head, NodeError> {
         loop {
             let parsed = {
                 let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -192,23 +234,23 @@ impl Reply {
                         Some((len, status, headers))
                     }
                     Ok(httparse::Status::Partial) => None,
-                    Err(e) => return Err(format!("the node's reply is not HTTP: {e}")),
+                    Err(e) => return Err(NodeError::NotHttp(e)),
                 }
             };
             let Some((len, status, headers)) = parsed else {
                 if self.buf.len() > MAX_HEAD {
-                    return Err(format!("the node's reply head is larger than {} KiB", MAX_HEAD / 1024));
+                    return Err(NodeError::HeadTooLarge);
                 }
                 if self.fill().await? == 0 {
                     return Err(if self.buf.is_empty() {
-                        "the node closed the connection without a reply".into()
+                        NodeError::NoReply
                     } else {
-                        "the node closed the connection in the middle of its reply head".into()
+                        NodeError::ClosedInHead
                     });
                 }
                 continue;
             };
-            let status = status.ok_or("the node's reply has no valid status code")?;
+            let status = status.ok_or(NodeError::NoStatus)?;
             // The reason phrase byte for byte (httparse hides one with non-ASCII bytes).
             let line_end = self.buf.iter().position(|&b| b == b'\n').unwrap_or(0);
             let line = self.buf[..line_end].strip_suffix(b"\r").unwrap_or(&self.buf[..line_end]);
@@ -225,16 +267,14 @@ impl Reply {
     }
 
     /// The next piece of the body; `None` at its end.
-    pub async fn next(&mut self) -> Result<Option<Bytes>, String> {
+    pub async fn next(&mut self) -> Result<Option<Bytes>, NodeError> {
         loop {
             match self.framing {
                 Framing::Done => return Ok(None),
                 Framing::Length(0) => self.framing = Framing::Done,
                 Framing::Length(left) => {
                     if self.buf.is_empty() && self.fill().await? == 0 {
-                        return Err(format!(
-                            "the node closed its reply {left} bytes short of its Content-Length"
-                        ));
+                        return Err(NodeError::ShortBody(left));
                     }
                     let n = (self.buf.len() as u64).min(left) as usize;
                     self.framing = Framing::Length(left - n as u64);
@@ -257,7 +297,7 @@ impl Reply {
                         self.buf.advance(len);
                         self.framing = Framing::ChunkData(size);
                     }
-                    Some(Err(())) => return Err("the node's reply has a malformed chunk size".into()),
+                    Some(Err(())) => return Err(NodeError::ChunkSize),
                     None => self.more("a chunk size").await?,
                 },
                 Framing::ChunkData(0) => self.framing = Framing::ChunkEnd,
@@ -275,7 +315,7 @@ impl Reply {
                         continue;
                     }
                     if &self.buf[..2] != b"\r\n" {
-                        return Err("the node's reply has a chunk without its CRLF".into());
+                        return Err(NodeError::ChunkCrlf);
                     }
                     self.buf.advance(2);
                     self.framing = Framing::ChunkSize;
@@ -291,14 +331,12 @@ impl Reply {
     }
 
     /// Read more inside chunk framing, where the node's close or an endless line is an error.
-    async fn more(&mut self, what: &str) -> Result<(), String> {
+    async fn more(&mut self, what: &'static str) -> Result<(), NodeError> {
         if self.buf.len() > MAX_LINE {
-            return Err(format!(
-                "the node's reply has a line longer than {MAX_LINE} bytes where {what} was due"
-            ));
+            return Err(NodeError::LongLine(what));
         }
         if self.fill().await? == 0 {
-            return Err(format!("the node closed its chunked reply before {what}"));
+            return Err(NodeError::ClosedInChunks(what));
         }
         Ok(())
     }
@@ -306,7 +344,7 @@ impl Reply {
     /// Decide how a body that claims `Transfer-Encoding: chunked` is framed: chunk framing
     /// when it starts with a chunk (checked through its CRLF up to [`FIRST_CHUNK`]), else
     /// EdgeLake's unframed body, read to the close.
-    async fn first_chunk(&mut self) -> Result<Framing, String> {
+    async fn first_chunk(&mut self) -> Result<Framing, NodeError> {
         loop {
             let complete = match chunk_size(&self.buf) {
                 Some(Err(())) => return Ok(Framing::Close),
@@ -357,7 +395,7 @@ fn chunk_size(buf: &[u8]) -> Option<Result<(usize, u64), ()>> {
 }
 
 /// How the body after this head is delimited (RFC 9112 §6.3).
-fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<Framing, String> {
+fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<Framing, NodeError> {
     if method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Done);
     }
@@ -383,7 +421,7 @@ fn framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<F
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map(Framing::Length)
-            .ok_or_else(|| format!("the node's reply has an invalid Content-Length {v:?}")),
-        (Some(_), Some(_)) => Err("the node's reply has several Content-Length headers".into()),
+            .ok_or_else(|| NodeError::ContentLength(v.clone())),
+        (Some(_), Some(_)) => Err(NodeError::ContentLengths),
     }
 }
