@@ -13,16 +13,39 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", path.file_name().and_then(|n| n.to_str()).unwrap_or("netstrap")))
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    // Readable by the co-located node's container user (tempfile creates 0600).
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.write_all(contents)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    // The rename is durable only once the directory entry is.
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("netstrap");
+    write_all_atomic(dir, &[(name, contents)])
+}
+
+/// Replace each `dir/name` with its contents, each atomically, all durably: every temporary
+/// file is flushed to disk (at once, on threads of their own: the journal commits them
+/// together), then each is renamed over its target, then the directory is synced once. A crash
+/// leaves each file old or new, never torn. This is on the way to readiness at start: one
+/// directory sync instead of one per file, and the file syncs overlapped, halve its cost.
+pub fn write_all_atomic(dir: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
+    let mut temps = Vec::with_capacity(files.len());
+    for (name, contents) in files {
+        let mut tmp =
+            tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
+        // Readable by the co-located node's container user (tempfile creates 0600).
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        tmp.write_all(contents)?;
+        temps.push((tmp, dir.join(name)));
+    }
+    match temps.as_slice() {
+        [] => return Ok(()),
+        [(one, _)] => one.as_file().sync_all()?,
+        many => std::thread::scope(|s| {
+            let syncs: Vec<_> = many.iter().map(|(tmp, _)| s.spawn(|| tmp.as_file().sync_all())).collect();
+            syncs
+                .into_iter()
+                .try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("sync panicked"))))
+        })?,
+    }
+    for (tmp, path) in temps {
+        tmp.persist(path).map_err(|e| e.error)?;
+    }
+    // The renames are durable only once the directory entries are.
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -82,4 +105,35 @@ pub fn lock(dir: &Path) -> Result<StateLock, LockError> {
     let _ =
         file.set_len(0).and_then(|()| file.rewind()).and_then(|()| writeln!(file, "{}", std::process::id()));
     Ok(StateLock { _file: file })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    #[test]
+    fn several_files_are_replaced_whole_readable_and_without_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.env"), "old a").unwrap();
+        let kept = std::fs::metadata(dir.path().join("a.env")).unwrap().ino();
+        write_all_atomic(dir.path(), &[("a.env", b"new a"), ("b.json", b"{}"), ("c.al", b"c")]).unwrap();
+        for (name, body) in [("a.env", "new a"), ("b.json", "{}"), ("c.al", "c")] {
+            let path = dir.path().join(name);
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), body, "{name}");
+            // The co-located node runs as another user: it must be able to read them.
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644, "{name}");
+        }
+        // Replaced by a rename (a reader holding the old file keeps it whole), not rewritten.
+        assert_ne!(std::fs::metadata(dir.path().join("a.env")).unwrap().ino(), kept);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 3, "temporary files left behind: {names:?}");
+        // Nothing to write is nothing done; a missing directory is an error, not a panic.
+        write_all_atomic(dir.path(), &[]).unwrap();
+        assert!(write_all_atomic(&dir.path().join("missing"), &[("x", b"x")]).is_err());
+    }
 }

@@ -291,16 +291,15 @@ impl Rendered {
     /// Write every file into `dir`, each atomically.
     pub fn write(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        for (name, body) in &self.0 {
-            let path = dir.join(name);
-            // Unchanged files are left alone: no needless fsyncs every watch interval, and a
-            // read-only or full disk matters only when something changed.
-            if std::fs::read(&path).is_ok_and(|old| old == body.as_bytes()) {
-                continue;
-            }
-            crate::state::write_atomic(&path, body.as_bytes())?;
-        }
-        Ok(())
+        // Unchanged files are left alone: no needless fsyncs every watch interval, and a
+        // read-only or full disk matters only when something changed.
+        let changed: Vec<(&str, &[u8])> = self
+            .0
+            .iter()
+            .filter(|(name, body)| !std::fs::read(dir.join(name)).is_ok_and(|old| old == body.as_bytes()))
+            .map(|(name, body)| (*name, body.as_bytes()))
+            .collect();
+        crate::state::write_all_atomic(dir, &changed)
     }
 }
 
