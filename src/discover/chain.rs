@@ -96,13 +96,11 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
     let ledger = ledger_resolution(settings, &facts.names, &mut warnings).await;
 
     let src = external.value.source;
-    let tcp = kube.exposed("NETSTRAP_TCP_EXTERNAL_PORT", PORT_NAMES_TCP, &settings.tcp, src);
-    let rest = kube.exposed("NETSTRAP_REST_EXTERNAL_PORT", PORT_NAMES_REST, &settings.rest, src);
-    let broker = settings
-        .broker
-        .port
-        .as_ref()
-        .map(|_| kube.exposed("NETSTRAP_BROKER_EXTERNAL_PORT", PORT_NAMES_BROKER, &settings.broker, src));
+    let tcp = kube.exposed("NETSTRAP_TCP_EXTERNAL_PORT", PORT_NAMES_TCP, &settings.tcp.listen, src);
+    let rest = kube.exposed("NETSTRAP_REST_EXTERNAL_PORT", PORT_NAMES_REST, &settings.rest.listen, src);
+    let broker = settings.broker.listen.port.as_ref().map(|_| {
+        kube.exposed("NETSTRAP_BROKER_EXTERNAL_PORT", PORT_NAMES_BROKER, &settings.broker.listen, src)
+    });
 
     if let Some(proxy) = &settings.proxy_ip {
         warnings.push(format!(

@@ -5,7 +5,7 @@
 
 use kube::Client;
 
-use crate::config::{PlaneSettings, Settings};
+use crate::config::{Plane, PlaneSettings, Settings};
 use crate::provenance::{Found, Provenance};
 
 use super::environment::EnvironmentKind;
@@ -94,9 +94,7 @@ impl KubeContext {
                 )));
             }
             Err(e) => {
-                let configured = [&settings.tcp, &settings.rest, &settings.broker]
-                    .iter()
-                    .any(|p| p.external_port.is_some());
+                let configured = Plane::ALL.into_iter().any(|p| settings.listen(p).external_port.is_some());
                 if !configured {
                     return Err(SourceError::NotConfigured(format!(
                         "the Service is unknown ({e}) and no NETSTRAP_*_EXTERNAL_PORT is set: a node address \
