@@ -5,7 +5,7 @@
 
 use kube::Client;
 
-use crate::config::{Plane, PlaneSettings, Settings};
+use crate::config::{Plane, Settings};
 use crate::provenance::{Found, Provenance};
 
 use super::environment::EnvironmentKind;
@@ -140,11 +140,12 @@ impl KubeContext {
     /// LoadBalancer port (outside), matching the external address's source.
     pub fn exposed(
         &self,
-        plane_var: &str,
+        plane: Plane,
         port_names: &[&str],
-        s: &PlaneSettings,
+        settings: &Settings,
         external: ExternalIpSource,
     ) -> ExposedPort {
+        let (s, plane_var) = (settings.listen(plane), plane.external_port_var());
         let internal = s.port.as_ref().map(|p| p.value).unwrap_or(0);
         // Without a Service port, peers get the node's own port (ANYLOG_*_PORT), which is
         // netstrap's listening port unless NETSTRAP_*_PORT moved it.
