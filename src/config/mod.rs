@@ -206,23 +206,12 @@ impl Settings {
             },
         };
 
-        let pod_ips = r
-            .list("POD_IPS")
-            .into_iter()
-            .filter_map(|s| match s.parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    r.errors.push(ConfigError::Invalid {
-                        key: "POD_IPS".into(),
-                        value: s,
-                        origin: layers.get("POD_IPS").map(|(_, o)| o.to_string()).unwrap_or_default(),
-                        problem: "not an IP address".into(),
-                        accepted: "comma-separated IP addresses (downward API status.podIPs)".into(),
-                    });
-                    None
-                }
-            })
-            .collect();
+        let pod_ips = r.list_of(
+            "POD_IPS",
+            "not an IP address",
+            "comma-separated IP addresses (downward API status.podIPs)",
+            |s| s.parse::<IpAddr>().ok(),
+        );
 
         let service = match r.string("NETSTRAP_SERVICE") {
             Some(s) => Some(s),
@@ -272,29 +261,16 @@ impl Settings {
             })
             .map(|f| f.value);
 
-        let nameservers = r
-            .list("NETSTRAP_NAMESERVER")
-            .into_iter()
-            .filter_map(|s| {
-                let parsed = s
-                    .parse::<SocketAddr>()
+        let nameservers = r.list_of(
+            "NETSTRAP_NAMESERVER",
+            "not an address",
+            "comma-separated ip or ip:port, e.g. 10.96.0.10 or 127.0.0.1:5353",
+            |s| {
+                s.parse::<SocketAddr>()
                     .ok()
-                    .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
-                if parsed.is_none() {
-                    r.errors.push(ConfigError::Invalid {
-                        key: "NETSTRAP_NAMESERVER".into(),
-                        value: s,
-                        origin: layers
-                            .get("NETSTRAP_NAMESERVER")
-                            .map(|(_, o)| o.to_string())
-                            .unwrap_or_default(),
-                        problem: "not an address".into(),
-                        accepted: "comma-separated ip or ip:port, e.g. 10.96.0.10 or 127.0.0.1:5353".into(),
-                    });
-                }
-                parsed
-            })
-            .collect();
+                    .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+            },
+        );
 
         let log_json = r
             .choice("NETSTRAP_LOG_FORMAT", &[("text", false), ("json", true)])

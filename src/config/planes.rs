@@ -330,27 +330,12 @@ pub(super) fn rest(r: &mut Reader, d: &PlaneDefaults) -> RestSettings {
                 .map_err(|_| "not a whole number".into())
         })
         .unwrap_or_else(|| Found::new(Duration::from_secs(30), Provenance::new("default REST_TIMEOUT=30")));
-    let layers = r.layers;
-    let trusted_proxies = r
-        .list("NETSTRAP_TRUSTED_PROXIES")
-        .into_iter()
-        .filter_map(|s| {
-            let parsed = s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from));
-            if parsed.is_none() {
-                r.errors.push(ConfigError::Invalid {
-                    key: "NETSTRAP_TRUSTED_PROXIES".into(),
-                    value: s,
-                    origin: layers
-                        .get("NETSTRAP_TRUSTED_PROXIES")
-                        .map(|(_, o)| o.to_string())
-                        .unwrap_or_default(),
-                    problem: "not an address or CIDR".into(),
-                    accepted: "comma-separated IPs or CIDRs, e.g. 10.0.0.5,10.244.0.0/16".into(),
-                });
-            }
-            parsed
-        })
-        .collect();
+    let trusted_proxies = r.list_of(
+        "NETSTRAP_TRUSTED_PROXIES",
+        "not an address or CIDR",
+        "comma-separated IPs or CIDRs, e.g. 10.0.0.5,10.244.0.0/16",
+        |s| s.parse::<IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from)),
+    );
     RestSettings {
         listen,
         upstream: r.socket("NETSTRAP_REST_UPSTREAM"),
