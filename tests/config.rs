@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use netstrap::config::{BrokerMode, ConfigError, Layers, NodeType, Origin, Settings, TcpMode, parse_toml};
+use netstrap::config::{
+    BrokerMode, ConfigError, Layers, NodeType, Origin, Plane, Settings, TcpMode, parse_toml,
+};
 
 fn env(pairs: &[(&str, &str)]) -> Layers {
     Layers::new().push(Origin::Env, pairs.iter().map(|(k, v)| (*k, v.to_string())))
@@ -80,6 +82,25 @@ fn negative_rest_timeout_means_no_limit() {
     assert_eq!(parse(&[("REST_TIMEOUT", "-5")]).rest.timeout.value, Duration::ZERO);
     assert_eq!(parse(&[("REST_TIMEOUT", "0")]).rest.timeout.value, Duration::ZERO);
     assert_eq!(parse(&[("REST_TIMEOUT", "12")]).rest.timeout.value, Duration::from_secs(12));
+}
+
+#[test]
+fn a_plane_relays_to_its_upstream_only_in_relay_mode() {
+    let ups = [
+        ("ANYLOG_BROKER_PORT", "32150"),
+        ("NETSTRAP_TCP_UPSTREAM", "127.0.0.1:9"),
+        ("NETSTRAP_REST_UPSTREAM", "127.0.0.1:8"),
+        ("NETSTRAP_BROKER_UPSTREAM", "127.0.0.1:1883"),
+    ];
+    let relayed = parse(&ups);
+    let upstreams = Plane::ALL.map(|p| relayed.upstream(p).map(|a| a.port()));
+    assert_eq!(upstreams, [Some(9), Some(8), Some(1883)], "an upstream makes tcp and broker relay");
+    let served =
+        parse(&[&ups[..], &[("NETSTRAP_TCP_MODE", "native"), ("NETSTRAP_BROKER_MODE", "embedded")]].concat());
+    let upstreams = Plane::ALL.map(|p| served.upstream(p).map(|a| a.port()));
+    assert_eq!(upstreams, [None, Some(8), None], "the rest plane proxies whatever its mode");
+    let listening = Plane::ALL.map(|p| port(&served.listen(p).port));
+    assert_eq!(listening, [Some(32548), Some(32549), Some(32150)]);
 }
 
 #[test]
