@@ -477,7 +477,7 @@ impl Settings {
         let ports: Vec<_> = Plane::ALL
             .into_iter()
             .filter(|&p| listening(p))
-            .map(|p| (self.listen(p).port_var(p), self.listen(p).port.as_ref()))
+            .map(|p| (self.listen(p).port_origin_var(p), self.listen(p).port.as_ref()))
             .collect();
         for (i, (ka, a)) in ports.iter().enumerate() {
             for (kb, b) in &ports[i + 1..] {

@@ -135,7 +135,7 @@ pub struct PlaneSettings {
 
 impl PlaneSettings {
     /// The variable the listening port came from, for error messages.
-    pub(super) fn port_var(&self, plane: Plane) -> &'static str {
+    pub(super) fn port_origin_var(&self, plane: Plane) -> &'static str {
         let own = plane.own_port_var();
         if self.port.as_ref().is_some_and(|f| f.why.source.contains(own)) { own } else { plane.port_var() }
     }
