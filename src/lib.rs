@@ -11,16 +11,16 @@
 //! - leaves: [`addr`] (`host:port`, where to dial a wildcard bind), [`provenance`] (every
 //!   value with where it came from), [`logging`], [`memory`].
 //! - [`config`] — flags > environment > TOML file > defaults, parsed by a pure function of
-//!   [`config::Layers`], split by concept (errors, reader, choices, TLS, ledger, plane
-//!   limits, overlay, Open Horizon); EdgeLake's variable names and defaults;
+//!   [`config::Layers`], split by concept (errors, reader, choices, TLS, ledger, one settings
+//!   group per plane, overlay, Open Horizon); EdgeLake's variable names and defaults;
+//!   [`config::Plane`] names each plane's variables;
 //!   [`config::variables`] is the one source of every default, which the README's table and a
 //!   test of the parser are checked against.
 //! - [`discover`] — the environment kind, the local IP, the external IP chain
 //!   ([`discover::external`], with [`discover::cloud`], [`discover::stun`], [`discover::echo`]
 //!   and the Kubernetes API in [`discover::kubernetes`] / [`discover::cluster_api`]), the
 //!   stable name ([`discover::name`], [`discover::dns`]) and the exposed ports.
-//! - [`table`] — the connection table: what each plane binds and advertises, and why;
-//!   [`table::Plane`] names each plane's variables.
+//! - [`table`] — the connection table: what each plane binds and advertises, and why.
 //! - [`policy`] — EdgeLake policies: rendering, ids, the `!var` template language.
 //! - [`registry`] — where policies are declared (EdgeLake REST, JSON-lines file, none) and the
 //!   nodes read back; [`peers`] — reachability of every node in the registry.

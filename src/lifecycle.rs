@@ -130,9 +130,9 @@ fn node_upstreams(settings: &mut Settings, table: &ConnectionTable) -> Result<()
             ));
         }
         let slot = match row.plane {
-            Plane::Tcp => &mut settings.tcp_upstream,
-            Plane::Rest => &mut settings.rest_upstream,
-            Plane::Broker if settings.broker_mode.value == BrokerMode::Relay => &mut settings.broker_upstream,
+            Plane::Tcp => &mut settings.tcp.upstream,
+            Plane::Rest => &mut settings.rest.upstream,
+            Plane::Broker if settings.broker.mode.value == BrokerMode::Relay => &mut settings.broker.upstream,
             Plane::Broker => continue,
         };
         match slot {
@@ -155,18 +155,18 @@ fn node_upstreams(settings: &mut Settings, table: &ConnectionTable) -> Result<()
 /// can reach it could read every message with a `#` subscription.
 fn anonymous_broker_allowed(settings: &Settings, table: &ConnectionTable) -> Result<(), String> {
     let Some(row) = table.row(Plane::Broker) else { return Ok(()) };
-    if settings.broker_mode.value != BrokerMode::Embedded
-        || settings.broker_credentials.is_some()
+    if settings.broker.mode.value != BrokerMode::Embedded
+        || settings.broker.credentials.is_some()
         || row.bind_ip.value.is_loopback()
     {
         return Ok(());
     }
     let listen = SocketAddr::new(row.bind_ip.value, row.port.value);
-    if settings.broker_anonymous.value {
+    if settings.broker.anonymous.value {
         warn!(
             "broker: the embedded broker on {listen} accepts clients without credentials \
              ({}): anyone who reaches it can publish and read every topic",
-            settings.broker_anonymous.why.source
+            settings.broker.anonymous.why.source
         );
         return Ok(());
     }
@@ -429,7 +429,7 @@ impl Bound {
         }
         let settings = Arc::new(settings);
         // A node that declares itself keeps the registry's copy it syncs: netstrap reads it there.
-        let node_rest = settings.rest_upstream.filter(|_| node_declares);
+        let node_rest = settings.rest.upstream.filter(|_| node_declares);
         let node_ledger = node_rest.map(|up| crate::config::Ledger::Anylog(up.to_string()));
         let node_client = node_rest.map(|up| {
             crate::registry::anylog::AnylogClient::new(
@@ -457,26 +457,12 @@ impl Bound {
         // netstrap's own broker; a relayed one is the node's, covered by `upstream` like the other
         // relays (else a node started after netstrap's readiness could never make it ready).
         let embedded_broker =
-            !(settings.broker_mode.value == BrokerMode::Relay && settings.broker_upstream.is_some());
+            !(settings.broker.mode.value == BrokerMode::Relay && settings.broker.upstream.is_some());
         if embedded_broker && listeners.iter().any(|(plane, _)| *plane == Plane::Broker) {
             health.register(CHECK_BROKER, "waiting for the broker to answer an MQTT CONNECT");
         }
-        let upstreams: Vec<(&'static str, std::net::SocketAddr)> = [
-            (
-                "tcp",
-                settings.tcp_upstream.filter(|_| settings.tcp_mode.value == crate::config::TcpMode::Relay),
-            ),
-            ("rest", settings.rest_upstream),
-            (
-                "broker",
-                settings
-                    .broker_upstream
-                    .filter(|_| settings.broker_mode.value == crate::config::BrokerMode::Relay),
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(plane, addr)| addr.map(|a| (plane, a)))
-        .collect();
+        let upstreams: Vec<(&'static str, std::net::SocketAddr)> =
+            Plane::ALL.into_iter().filter_map(|p| settings.upstream(p).map(|a| (p.name(), a))).collect();
         if settings.ready_upstream && !upstreams.is_empty() {
             health.register(crate::upstream::CHECK_UPSTREAM, "dialing the node's upstreams");
         }
@@ -502,11 +488,11 @@ impl Bound {
             match plane {
                 Plane::Rest => {
                     let options = rest::RestOptions {
-                        upstream: settings.rest_upstream,
-                        timeout: settings.rest_timeout.value,
+                        upstream: settings.rest.upstream,
+                        timeout: settings.rest.timeout.value,
                         tls: rest_tls.clone(),
-                        trusted_proxies: settings.trusted_proxies.clone(),
-                        max_connections: settings.rest_max_connections,
+                        trusted_proxies: settings.rest.trusted_proxies.clone(),
+                        max_connections: settings.rest.max_connections,
                         endpoints: if admin.is_some() {
                             rest::Endpoints::Public
                         } else {
@@ -527,10 +513,10 @@ impl Bound {
                 }
                 Plane::Tcp => {
                     let snap_rx = snap_rx.clone();
-                    let mode = settings.tcp_mode.value;
-                    let relay = settings.tcp_upstream.map(|upstream| tcp::RelayOptions {
+                    let mode = settings.tcp.mode.value;
+                    let relay = settings.tcp.upstream.map(|upstream| tcp::RelayOptions {
                         upstream,
-                        proxy_protocol: settings.tcp_proxy_protocol,
+                        proxy_protocol: settings.tcp.proxy_protocol,
                         ..Default::default()
                     });
                     runtime.spawn(
@@ -560,17 +546,17 @@ impl Bound {
                     );
                 }
                 Plane::Broker => {
-                    let mode = settings.broker_mode.value;
-                    let upstream = settings.broker_upstream;
+                    let mode = settings.broker.mode.value;
+                    let upstream = settings.broker.upstream;
                     let listen = SocketAddr::new(row.bind_ip.value, row.port.value);
                     let opts = broker::BrokerOptions {
                         listen,
                         threads: usize::from(row.threads.value),
-                        backlog: settings.broker_backlog,
-                        slow_subscriber_timeout: settings.broker_slow_subscriber_timeout,
-                        credentials: settings.broker_credentials.clone().map(|(u, p)| (u, p.0)),
+                        backlog: settings.broker.backlog,
+                        slow_subscriber_timeout: settings.broker.slow_subscriber_timeout,
+                        credentials: settings.broker.credentials.clone().map(|(u, p)| (u, p.0)),
                         tls: broker_tls.clone(),
-                        limits: settings.broker_limits,
+                        limits: settings.broker.limits,
                         ..Default::default()
                     };
                     let relay_tls = broker_tls.clone();
@@ -608,7 +594,7 @@ impl Bound {
             if plane == Plane::Broker && embedded_broker {
                 let target = crate::addr::local_target(row.bind_ip.value, row.port.value);
                 let health = health.clone();
-                let creds = settings.broker_credentials.clone().map(|(u, p)| (u, p.0));
+                let creds = settings.broker.credentials.clone().map(|(u, p)| (u, p.0));
                 let client_tls = broker_tls.as_ref().map(|_| crate::tls::loopback_client_config(&[]));
                 control.spawn(async move {
                     // The broker is usually up within a few milliseconds of start: look every

@@ -9,85 +9,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::addr::host_port;
+pub use crate::config::Plane;
 use crate::config::{BrokerMode, PlaneSettings, Settings};
 use crate::discover::{Discovery, ExposedPort};
 use crate::provenance::{Found, Provenance};
-
-/// One of the node's three listeners.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Plane {
-    Tcp,
-    Rest,
-    Broker,
-}
-
-impl Plane {
-    pub const ALL: [Plane; 3] = [Plane::Tcp, Plane::Rest, Plane::Broker];
-
-    /// The name in EdgeLake's connection table.
-    pub fn title(self) -> &'static str {
-        match self {
-            Plane::Tcp => "TCP",
-            Plane::Rest => "REST",
-            Plane::Broker => "Message broker",
-        }
-    }
-
-    /// The plane's name in logs, metrics, JSON and `NETSTRAP_TLS_PLANES`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Plane::Tcp => "tcp",
-            Plane::Rest => "rest",
-            Plane::Broker => "broker",
-        }
-    }
-
-    /// EdgeLake's variable for the node's port of this plane.
-    pub fn port_var(self) -> &'static str {
-        match self {
-            Plane::Tcp => "ANYLOG_SERVER_PORT",
-            Plane::Rest => "ANYLOG_REST_PORT",
-            Plane::Broker => "ANYLOG_BROKER_PORT",
-        }
-    }
-
-    /// EdgeLake's variable for binding this plane to the local IP only.
-    pub fn bind_var(self) -> &'static str {
-        match self {
-            Plane::Tcp => "TCP_BIND",
-            Plane::Rest => "REST_BIND",
-            Plane::Broker => "BROKER_BIND",
-        }
-    }
-
-    /// netstrap's variable for its own listening port of this plane.
-    pub fn own_port_var(self) -> &'static str {
-        match self {
-            Plane::Tcp => "NETSTRAP_TCP_PORT",
-            Plane::Rest => "NETSTRAP_REST_PORT",
-            Plane::Broker => "NETSTRAP_BROKER_PORT",
-        }
-    }
-
-    /// netstrap's variable for the node's address this plane relays to.
-    pub fn upstream_var(self) -> &'static str {
-        match self {
-            Plane::Tcp => "NETSTRAP_TCP_UPSTREAM",
-            Plane::Rest => "NETSTRAP_REST_UPSTREAM",
-            Plane::Broker => "NETSTRAP_BROKER_UPSTREAM",
-        }
-    }
-
-    /// The EdgeLake command that starts this listener on a node.
-    pub fn node_command(self) -> &'static str {
-        match self {
-            Plane::Tcp => "run tcp server",
-            Plane::Rest => "run rest server",
-            Plane::Broker => "run message broker",
-        }
-    }
-}
 
 /// One row of the connection table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -124,11 +49,11 @@ impl ConnectionTable {
     pub fn plan(settings: &Settings, d: &Discovery) -> ConnectionTable {
         let mut rows = Vec::new();
         let tcp_mode = Found::new(
-            format!("{:?}", settings.tcp_mode.value).to_lowercase(),
-            settings.tcp_mode.why.clone(),
+            format!("{:?}", settings.tcp.mode.value).to_lowercase(),
+            settings.tcp.mode.why.clone(),
         );
-        rows.push(row(Plane::Tcp, &settings.tcp, &d.tcp, tcp_mode, None, d));
-        let rest_mode = match settings.rest_upstream {
+        rows.push(row(Plane::Tcp, &settings.tcp.listen, &d.tcp, tcp_mode, None, d));
+        let rest_mode = match settings.rest.upstream {
             Some(up) => {
                 Found::new(format!("api+proxy to {up}"), Provenance::new("env NETSTRAP_REST_UPSTREAM"))
             }
@@ -136,20 +61,20 @@ impl ConnectionTable {
         };
         rows.push(row(
             Plane::Rest,
-            &settings.rest,
+            &settings.rest.listen,
             &d.rest,
             rest_mode,
-            Some(settings.rest_timeout.clone()),
+            Some(settings.rest.timeout.clone()),
             d,
         ));
-        if settings.broker_mode.value != BrokerMode::Off
+        if settings.broker.mode.value != BrokerMode::Off
             && let Some(b) = &d.broker
         {
             let mode = Found::new(
-                format!("{:?}", settings.broker_mode.value).to_lowercase(),
-                settings.broker_mode.why.clone(),
+                format!("{:?}", settings.broker.mode.value).to_lowercase(),
+                settings.broker.mode.why.clone(),
             );
-            rows.push(row(Plane::Broker, &settings.broker, b, mode, None, d));
+            rows.push(row(Plane::Broker, &settings.broker.listen, b, mode, None, d));
         }
         ConnectionTable { rows, ledger_conn: ledger_conn(settings, d) }
     }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use netstrap::config::{BrokerMode, ConfigError, Layers, NodeType, Origin, Settings, TcpMode, parse_toml};
+use netstrap::config::{
+    BrokerMode, ConfigError, Layers, NodeType, Origin, Plane, Settings, TcpMode, parse_toml,
+};
 
 fn env(pairs: &[(&str, &str)]) -> Layers {
     Layers::new().push(Origin::Env, pairs.iter().map(|(k, v)| (*k, v.to_string())))
@@ -36,11 +38,14 @@ fn edgelake_ports_by_node_type() {
         ("master-publisher", 32548, 32549),
     ] {
         let s = parse(&[("NODE_TYPE", ty)]);
-        assert_eq!(port(&s.tcp.port), Some(tcp), "{ty}");
-        assert_eq!(port(&s.rest.port), Some(rest), "{ty}");
-        assert_eq!(s.broker.port, None, "{ty}: no broker unless ANYLOG_BROKER_PORT is set");
-        assert_eq!(s.broker_mode.value, BrokerMode::Off);
-        assert!(s.tcp.port.as_ref().unwrap().why.source.contains(ty), "provenance names the node type");
+        assert_eq!(port(&s.tcp.listen.port), Some(tcp), "{ty}");
+        assert_eq!(port(&s.rest.listen.port), Some(rest), "{ty}");
+        assert_eq!(s.broker.listen.port, None, "{ty}: no broker unless ANYLOG_BROKER_PORT is set");
+        assert_eq!(s.broker.mode.value, BrokerMode::Off);
+        assert!(
+            s.tcp.listen.port.as_ref().unwrap().why.source.contains(ty),
+            "provenance names the node type"
+        );
     }
 }
 
@@ -51,39 +56,61 @@ fn edgelake_defaults_for_everything_else() {
     assert_eq!(s.company_name, "New Company");
     assert_eq!(s.location, "0.0, 0.0");
     assert_eq!((s.country.as_str(), s.state.as_str(), s.city.as_str()), ("Unknown", "Unknown", "Unknown"));
-    assert!(!s.tcp.bind.value && !s.rest.bind.value && !s.broker.bind.value);
-    assert_eq!((s.tcp.threads.value, s.rest.threads.value, s.broker.threads.value), (6, 6, 6));
-    assert_eq!(s.rest_timeout.value, Duration::from_secs(30));
+    assert!(!s.tcp.listen.bind.value && !s.rest.listen.bind.value && !s.broker.listen.bind.value);
+    assert_eq!(
+        (s.tcp.listen.threads.value, s.rest.listen.threads.value, s.broker.listen.threads.value),
+        (6, 6, 6)
+    );
+    assert_eq!(s.rest.timeout.value, Duration::from_secs(30));
     assert_eq!(s.ledger_conn.value, "127.0.0.1:32048");
-    assert_eq!(s.tcp_mode.value, TcpMode::Native);
+    assert_eq!(s.tcp.mode.value, TcpMode::Native);
     assert!(!s.enable_dns);
 }
 
 #[test]
 fn bool_spellings_edgelake_accepts() {
     for t in ["true", "True", "TRUE"] {
-        assert!(parse(&[("TCP_BIND", t)]).tcp.bind.value, "{t}");
+        assert!(parse(&[("TCP_BIND", t)]).tcp.listen.bind.value, "{t}");
     }
     for f in ["false", "False", "FALSE"] {
-        assert!(!parse(&[("REST_BIND", f)]).rest.bind.value, "{f}");
+        assert!(!parse(&[("REST_BIND", f)]).rest.listen.bind.value, "{f}");
     }
 }
 
 #[test]
 fn negative_rest_timeout_means_no_limit() {
-    assert_eq!(parse(&[("REST_TIMEOUT", "-5")]).rest_timeout.value, Duration::ZERO);
-    assert_eq!(parse(&[("REST_TIMEOUT", "0")]).rest_timeout.value, Duration::ZERO);
-    assert_eq!(parse(&[("REST_TIMEOUT", "12")]).rest_timeout.value, Duration::from_secs(12));
+    assert_eq!(parse(&[("REST_TIMEOUT", "-5")]).rest.timeout.value, Duration::ZERO);
+    assert_eq!(parse(&[("REST_TIMEOUT", "0")]).rest.timeout.value, Duration::ZERO);
+    assert_eq!(parse(&[("REST_TIMEOUT", "12")]).rest.timeout.value, Duration::from_secs(12));
+}
+
+#[test]
+fn a_plane_relays_to_its_upstream_only_in_relay_mode() {
+    let ups = [
+        ("ANYLOG_BROKER_PORT", "32150"),
+        ("NETSTRAP_TCP_UPSTREAM", "127.0.0.1:9"),
+        ("NETSTRAP_REST_UPSTREAM", "127.0.0.1:8"),
+        ("NETSTRAP_BROKER_UPSTREAM", "127.0.0.1:1883"),
+    ];
+    let relayed = parse(&ups);
+    let upstreams = Plane::ALL.map(|p| relayed.upstream(p).map(|a| a.port()));
+    assert_eq!(upstreams, [Some(9), Some(8), Some(1883)], "an upstream makes tcp and broker relay");
+    let served =
+        parse(&[&ups[..], &[("NETSTRAP_TCP_MODE", "native"), ("NETSTRAP_BROKER_MODE", "embedded")]].concat());
+    let upstreams = Plane::ALL.map(|p| served.upstream(p).map(|a| a.port()));
+    assert_eq!(upstreams, [None, Some(8), None], "the rest plane proxies whatever its mode");
+    let listening = Plane::ALL.map(|p| port(&served.listen(p).port));
+    assert_eq!(listening, [Some(32548), Some(32549), Some(32150)]);
 }
 
 #[test]
 fn broker_mode_follows_broker_port_and_upstream() {
     let s = parse(&[("ANYLOG_BROKER_PORT", "32150")]);
-    assert_eq!(s.broker_mode.value, BrokerMode::Embedded);
+    assert_eq!(s.broker.mode.value, BrokerMode::Embedded);
     let s = parse(&[("ANYLOG_BROKER_PORT", "32150"), ("NETSTRAP_BROKER_UPSTREAM", "127.0.0.1:1883")]);
-    assert_eq!(s.broker_mode.value, BrokerMode::Relay);
+    assert_eq!(s.broker.mode.value, BrokerMode::Relay);
     let s = parse(&[("NETSTRAP_TCP_UPSTREAM", "127.0.0.1:32048"), ("ANYLOG_SERVER_PORT", "40000")]);
-    assert_eq!(s.tcp_mode.value, TcpMode::Relay);
+    assert_eq!(s.tcp.mode.value, TcpMode::Relay);
 }
 
 #[test]
@@ -95,11 +122,11 @@ fn precedence_flags_over_env_over_file() {
         .push(Origin::Env, [("ANYLOG_REST_PORT", "4444"), ("ANYLOG_SERVER_PORT", "5555")])
         .push(Origin::File("netstrap.toml".into()), file);
     let s = Settings::parse(&layers).unwrap();
-    assert_eq!(port(&s.rest.port), Some(3333), "flag beats env and file");
-    assert_eq!(port(&s.tcp.port), Some(5555), "env beats file");
+    assert_eq!(port(&s.rest.listen.port), Some(3333), "flag beats env and file");
+    assert_eq!(port(&s.tcp.listen.port), Some(5555), "env beats file");
     assert_eq!(s.company_name, "File Co", "file beats default");
-    assert_eq!(s.rest.port.unwrap().why.source, "flag ANYLOG_REST_PORT");
-    assert_eq!(s.tcp.port.unwrap().why.source, "env ANYLOG_SERVER_PORT");
+    assert_eq!(s.rest.listen.port.unwrap().why.source, "flag ANYLOG_REST_PORT");
+    assert_eq!(s.tcp.listen.port.unwrap().why.source, "env ANYLOG_SERVER_PORT");
 }
 
 #[test]

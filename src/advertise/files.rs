@@ -13,12 +13,11 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 
 use serde_json::Value;
 
-use crate::config::{BrokerMode, Settings, TcpMode};
+use crate::config::Settings;
 use crate::discover::Discovery;
 use crate::policy::template::{NoVars, expand};
 use crate::table::{ConnectionTable, Plane};
@@ -56,7 +55,7 @@ impl NodeFiles<'_> {
         v.insert("advertised_port".into(), field(self.node_policy, "port").unwrap_or_default());
         for row in &self.table.rows {
             let p = row.plane.name();
-            let internal = self.upstream(row.plane).map(|a| a.port()).unwrap_or(row.port.value);
+            let internal = self.settings.upstream(row.plane).map(|a| a.port()).unwrap_or(row.port.value);
             v.insert(format!("{p}_internal_port"), internal.to_string());
             v.insert(format!("{p}_threads"), row.threads.value.to_string());
             let (host, port) = match row.plane {
@@ -70,19 +69,8 @@ impl NodeFiles<'_> {
                 port.unwrap_or_else(|| row.external_port.value.to_string()),
             );
         }
-        v.insert("rest_timeout".into(), s.rest_timeout.value.as_secs().to_string());
+        v.insert("rest_timeout".into(), s.rest.timeout.value.as_secs().to_string());
         v
-    }
-
-    /// Where netstrap relays a plane to the node, if it does.
-    fn upstream(&self, plane: Plane) -> Option<SocketAddr> {
-        let s = self.settings;
-        match plane {
-            Plane::Tcp if s.tcp_mode.value == TcpMode::Relay => s.tcp_upstream,
-            Plane::Rest => s.rest_upstream,
-            Plane::Broker if s.broker_mode.value == BrokerMode::Relay => s.broker_upstream,
-            _ => None,
-        }
     }
 
     /// `netstrap.al`: the listener commands for a node behind netstrap.
@@ -99,7 +87,7 @@ impl NodeFiles<'_> {
         let loopback = self.loopback_node();
         for row in &self.table.rows {
             let p = row.plane.name();
-            match (row.plane, self.upstream(row.plane)) {
+            match (row.plane, self.settings.upstream(row.plane)) {
                 // main.al already bound it from netstrap.env: a second `run ... server` would
                 // start a listener thread that cannot bind and overwrite the node's record of
                 // its addresses. Only the reply address is left to set.
@@ -232,7 +220,7 @@ impl NodeFiles<'_> {
             }
         }
         for row in &self.table.rows {
-            let upstream = self.upstream(row.plane);
+            let upstream = self.settings.upstream(row.plane);
             let internal = upstream.map(|a| a.port()).unwrap_or(row.port.value);
             let (var, bind) = (row.plane.port_var(), row.plane.bind_var());
             put(var, internal.to_string());
@@ -251,7 +239,11 @@ impl NodeFiles<'_> {
     fn loopback_node(&self) -> bool {
         self.settings.declare.value == crate::config::Declarer::Netstrap
             && self.discovery.environment.value == crate::discover::environment::EnvironmentKind::Host
-            && self.table.rows.iter().any(|r| self.upstream(r.plane).is_some_and(|a| a.ip().is_loopback()))
+            && self
+                .table
+                .rows
+                .iter()
+                .any(|r| self.settings.upstream(r.plane).is_some_and(|a| a.ip().is_loopback()))
     }
 
     /// The inputs of EdgeLake's main.al that make it bind loopback (docs/host.md): with

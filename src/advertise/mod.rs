@@ -241,19 +241,14 @@ impl Advertiser {
     /// Verify the advertised endpoints; log what changed, publish, gate if asked.
     async fn verify(&self, table: &ConnectionTable, previous: Vec<EndpointCheck>) -> Vec<EndpointCheck> {
         let me = self.snapshot.borrow().identity.clone();
-        let native = self.settings.tcp_mode.value == crate::config::TcpMode::Native;
+        let native = self.settings.tcp.mode.value == crate::config::TcpMode::Native;
         let rest_tls = self.settings.tls.as_ref().is_some_and(|t| t.rest);
         let s = &self.settings;
-        let relays: Vec<(crate::table::Plane, std::net::SocketAddr)> = [
-            (crate::table::Plane::Tcp, s.tcp_upstream.filter(|_| !native)),
-            (
-                crate::table::Plane::Broker,
-                s.broker_upstream.filter(|_| s.broker_mode.value == crate::config::BrokerMode::Relay),
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(p, up)| up.map(|u| (p, u)))
-        .collect();
+        let relays: Vec<(crate::table::Plane, std::net::SocketAddr)> =
+            [crate::table::Plane::Tcp, crate::table::Plane::Broker]
+                .into_iter()
+                .filter_map(|p| s.upstream(p).map(|u| (p, u)))
+                .collect();
         let checks = crate::verify::verify(table, &me, native, rest_tls, s.source_timeout, &relays).await;
         for c in &checks {
             let label = crate::metrics::EndpointLabel {

@@ -124,7 +124,7 @@ pub fn main() -> ExitCode {
 
 fn probe(settings: &Settings, kind: crate::probe::ProbeKind, timeout: u64) -> ExitCode {
     // Only the rest plane's address is needed: no discovery (probes must be fast).
-    let bind_ip = if settings.rest.bind.value {
+    let bind_ip = if settings.rest.listen.bind.value {
         let facts = crate::discover::MachineFacts {
             interfaces: crate::discover::local_ip::interfaces(),
             route_ips: crate::discover::local_ip::default_route_ips(),
@@ -136,7 +136,7 @@ fn probe(settings: &Settings, kind: crate::probe::ProbeKind, timeout: u64) -> Ex
     } else {
         None
     };
-    let port = settings.rest.port.as_ref().map(|p| p.value).unwrap_or(0);
+    let port = settings.rest.listen.port.as_ref().map(|p| p.value).unwrap_or(0);
     let addr = crate::probe::target(bind_ip, port);
     match crate::probe::probe(addr, kind, std::time::Duration::from_secs(timeout.max(1))) {
         Ok((200, _)) => ExitCode::SUCCESS,

@@ -31,34 +31,15 @@ pub use error::{ConfigError, ConfigErrors};
 pub use ledger::Ledger;
 pub use node_type::NodeType;
 pub use planes::{
-    BrokerLimits, DEFAULT_BROKER_BACKLOG, DEFAULT_BROKER_SLOW_SUBSCRIBER_TIMEOUT,
-    DEFAULT_REST_MAX_CONNECTIONS,
+    BrokerLimits, BrokerSettings, DEFAULT_BROKER_BACKLOG, DEFAULT_BROKER_SLOW_SUBSCRIBER_TIMEOUT,
+    DEFAULT_REST_MAX_CONNECTIONS, Plane, PlaneSettings, RestSettings, TcpSettings,
 };
-use reader::{Reader, byte_size};
+use reader::Reader;
 pub use source::{Layers, Origin, parse_toml, read_toml_file};
 pub use tls::TlsSettings;
 use tls::tls_settings;
 
 use crate::provenance::{Found, Provenance};
-
-/// The variable a plane's listening port came from, for error messages.
-fn listen_key(p: &PlaneSettings, own: &'static str, node: &'static str) -> &'static str {
-    if p.port.as_ref().is_some_and(|f| f.why.source.contains(own)) { own } else { node }
-}
-
-/// Per-plane settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlaneSettings {
-    /// netstrap's listening port (`NETSTRAP_*_PORT`, else the node's port); `None` only for a
-    /// broker that is off.
-    pub port: Option<Found<u16>>,
-    /// The node's own port (`ANYLOG_*_PORT`): what is advertised when nothing says otherwise
-    /// (no Service, no `NETSTRAP_*_EXTERNAL_PORT`).
-    pub node_port: Option<Found<u16>>,
-    pub bind: Found<bool>,
-    pub threads: Found<u16>,
-    pub external_port: Option<Found<u16>>,
-}
 
 /// The parsed configuration. Values that end up in the connection table carry their
 /// provenance.
@@ -76,10 +57,10 @@ pub struct Settings {
     pub cluster_id: Option<String>,
     pub hostname: Option<String>,
 
-    pub tcp: PlaneSettings,
-    pub rest: PlaneSettings,
-    pub broker: PlaneSettings,
-    pub rest_timeout: Found<Duration>,
+    /// Each plane's settings ([`Settings::listen`]: the part every plane has).
+    pub tcp: TcpSettings,
+    pub rest: RestSettings,
+    pub broker: BrokerSettings,
     pub ledger_conn: Found<String>,
 
     pub local_ip: Option<Found<IpAddr>>,
@@ -122,31 +103,10 @@ pub struct Settings {
     pub kubeconfig: Option<PathBuf>,
     pub resolv_conf: PathBuf,
     pub nameservers: Vec<SocketAddr>,
-    /// `NETSTRAP_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` is kept (appended to).
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// `NETSTRAP_REST_MAX_CONNECTIONS`: concurrent connections of the rest plane.
-    pub rest_max_connections: usize,
     /// `NETSTRAP_ADMIN_ADDR`: the admin listener (`/metrics`, `/v1/*`); `None`: they are on
     /// the rest plane.
     pub admin_addr: Option<SocketAddr>,
 
-    pub tcp_mode: Found<TcpMode>,
-    pub tcp_upstream: Option<SocketAddr>,
-    pub tcp_proxy_protocol: bool,
-    pub rest_upstream: Option<SocketAddr>,
-    pub broker_mode: Found<BrokerMode>,
-    pub broker_upstream: Option<SocketAddr>,
-    /// `NETSTRAP_BROKER_BACKLOG`, bytes.
-    pub broker_backlog: usize,
-    /// `NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT`: how long publishers wait for a subscriber that
-    /// lags by the whole backlog before it is disconnected; `None` (0): they never wait, it skips.
-    pub broker_slow_subscriber_timeout: Option<Duration>,
-    /// The embedded broker's subscription limits (`NETSTRAP_BROKER_MAX_SUBSCRIPTIONS`,
-    /// `NETSTRAP_BROKER_MAX_FILTERS`).
-    pub broker_limits: BrokerLimits,
-    /// `NETSTRAP_BROKER_ANONYMOUS`: the embedded broker may accept clients without
-    /// credentials on an address beyond loopback.
-    pub broker_anonymous: Found<bool>,
     /// `NETSTRAP_READY_UPSTREAM`: readiness requires the node's upstreams to accept.
     pub ready_upstream: bool,
 
@@ -163,7 +123,6 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// `NETSTRAP_DATA_NICE`: nice value of the tcp and broker planes' threads.
     pub data_nice: u8,
-    pub broker_credentials: Option<(String, Secret)>,
     /// TLS, when `NETSTRAP_TLS_CERT` and `NETSTRAP_TLS_KEY` are set.
     pub tls: Option<TlsSettings>,
 
@@ -186,29 +145,6 @@ fn port_offset(r: &mut Reader) -> Option<Found<u16>> {
     })
 }
 
-/// netstrap's own port for `key`: the node's port `node` + `off` (an error past 65535).
-fn offset_port(r: &mut Reader, key: &str, node: Found<u16>, off: &Found<u16>) -> Found<u16> {
-    match node.value.checked_add(off.value) {
-        Some(p) => Found::new(
-            p,
-            Provenance::new(format!(
-                "{} + NETSTRAP_PORT_OFFSET={} ({})",
-                node.value, off.value, node.why.source
-            )),
-        ),
-        None => {
-            r.errors.push(ConfigError::Invalid {
-                key: "NETSTRAP_PORT_OFFSET".into(),
-                value: off.value.to_string(),
-                origin: off.why.source.clone(),
-                problem: format!("{key} would be {} + {} > 65535", node.value, off.value),
-                accepted: format!("a smaller offset, or set {key}"),
-            });
-            node
-        }
-    }
-}
-
 impl Settings {
     /// Whether EdgeLake's own main.al declares a node policy for this node: not for a generic
     /// node (its config script has no node_policy.al) nor a hidden one (`IS_HIDDEN`, any type
@@ -228,71 +164,21 @@ impl Settings {
         let node_type = r
             .choice("NODE_TYPE", NodeType::NAMES)
             .unwrap_or_else(|| Found::new(NodeType::Generic, Provenance::new("default NODE_TYPE=generic")));
-        let nt = node_type.value;
-        let by_type = |_port: u16| Provenance::new(format!("default for NODE_TYPE={}", nt.name()));
-
-        let tcp_port = r.port("ANYLOG_SERVER_PORT").unwrap_or_else(|| {
-            let p = nt.server_port();
-            Found::new(p, by_type(p))
-        });
-        let rest_port = r.port("ANYLOG_REST_PORT").unwrap_or_else(|| {
-            let p = nt.rest_port();
-            Found::new(p, by_type(p))
-        });
-        let node_broker_port = r.port("ANYLOG_BROKER_PORT");
-        // netstrap's own listeners default to the node's ports; behind a node that binds its
-        // own (NETSTRAP_DECLARE=node) they must differ (checked once the ports are known).
-        // With host networking (NETSTRAP_PORT_OFFSET) they default to the node's + the offset,
-        // so several nodes on one host, each with its own ports, never share one.
         let port_offset = port_offset(&mut r);
-        let own = |r: &mut Reader, key: &str, node: Option<Found<u16>>| {
-            r.port(key).or_else(|| match (&port_offset, node) {
-                (Some(off), Some(n)) => Some(offset_port(r, key, n, off)),
-                (None, node) => node,
-                (Some(_), None) => None,
-            })
-        };
-        let tcp_listen = own(&mut r, "NETSTRAP_TCP_PORT", Some(tcp_port.clone()));
-        let rest_listen = own(&mut r, "NETSTRAP_REST_PORT", Some(rest_port.clone()));
-        let broker_port = own(&mut r, "NETSTRAP_BROKER_PORT", node_broker_port.clone());
-
-        let tcp = PlaneSettings {
-            port: tcp_listen,
-            node_port: Some(tcp_port.clone()),
-            bind: r.bool("TCP_BIND", false),
-            threads: r.threads("TCP_THREADS"),
-            external_port: r.port("NETSTRAP_TCP_EXTERNAL_PORT"),
-        };
-        let rest = PlaneSettings {
-            port: rest_listen,
-            node_port: Some(rest_port),
-            bind: r.bool("REST_BIND", false),
-            threads: r.threads("REST_THREADS"),
-            external_port: r.port("NETSTRAP_REST_EXTERNAL_PORT"),
-        };
-        let broker = PlaneSettings {
-            port: broker_port.clone(),
-            node_port: node_broker_port.or(broker_port.clone()),
-            bind: r.bool("BROKER_BIND", false),
-            threads: r.threads("BROKER_THREADS"),
-            external_port: r.port("NETSTRAP_BROKER_EXTERNAL_PORT"),
-        };
         let declare = r
             .choice("NETSTRAP_DECLARE", &[("netstrap", Declarer::Netstrap), ("node", Declarer::Node)])
             .unwrap_or_else(|| {
                 Found::new(Declarer::Netstrap, Provenance::new("default NETSTRAP_DECLARE=netstrap"))
             });
         let node_declares = declare.value == Declarer::Node;
-
-        let rest_timeout = r
-            .parse("REST_TIMEOUT", "whole seconds; 0 or negative = no limit", |s| {
-                s.parse::<i64>()
-                    .map(|n| Duration::from_secs(n.max(0) as u64))
-                    .map_err(|_| "not a whole number".into())
-            })
-            .unwrap_or_else(|| {
-                Found::new(Duration::from_secs(30), Provenance::new("default REST_TIMEOUT=30"))
-            });
+        let defaults = planes::PlaneDefaults {
+            node_type: node_type.value,
+            port_offset: port_offset.as_ref(),
+            node_declares,
+        };
+        let tcp = planes::tcp(&mut r, &defaults);
+        let rest = planes::rest(&mut r, &defaults);
+        let broker = planes::broker(&mut r, &defaults);
 
         let ledger_conn = r
             .string("LEDGER_CONN")
@@ -320,23 +206,12 @@ impl Settings {
             },
         };
 
-        let pod_ips = r
-            .list("POD_IPS")
-            .into_iter()
-            .filter_map(|s| match s.parse::<IpAddr>() {
-                Ok(ip) => Some(ip),
-                Err(_) => {
-                    r.errors.push(ConfigError::Invalid {
-                        key: "POD_IPS".into(),
-                        value: s,
-                        origin: layers.get("POD_IPS").map(|(_, o)| o.to_string()).unwrap_or_default(),
-                        problem: "not an IP address".into(),
-                        accepted: "comma-separated IP addresses (downward API status.podIPs)".into(),
-                    });
-                    None
-                }
-            })
-            .collect();
+        let pod_ips = r.list_of(
+            "POD_IPS",
+            "not an IP address",
+            "comma-separated IP addresses (downward API status.podIPs)",
+            |s| s.parse::<IpAddr>().ok(),
+        );
 
         let service = match r.string("NETSTRAP_SERVICE") {
             Some(s) => Some(s),
@@ -386,134 +261,16 @@ impl Settings {
             })
             .map(|f| f.value);
 
-        let nameservers = r
-            .list("NETSTRAP_NAMESERVER")
-            .into_iter()
-            .filter_map(|s| {
-                let parsed = s
-                    .parse::<SocketAddr>()
+        let nameservers = r.list_of(
+            "NETSTRAP_NAMESERVER",
+            "not an address",
+            "comma-separated ip or ip:port, e.g. 10.96.0.10 or 127.0.0.1:5353",
+            |s| {
+                s.parse::<SocketAddr>()
                     .ok()
-                    .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
-                if parsed.is_none() {
-                    r.errors.push(ConfigError::Invalid {
-                        key: "NETSTRAP_NAMESERVER".into(),
-                        value: s,
-                        origin: layers
-                            .get("NETSTRAP_NAMESERVER")
-                            .map(|(_, o)| o.to_string())
-                            .unwrap_or_default(),
-                        problem: "not an address".into(),
-                        accepted: "comma-separated ip or ip:port, e.g. 10.96.0.10 or 127.0.0.1:5353".into(),
-                    });
-                }
-                parsed
-            })
-            .collect();
-
-        let trusted_proxies = r
-            .list("NETSTRAP_TRUSTED_PROXIES")
-            .into_iter()
-            .filter_map(|s| {
-                let parsed = s
-                    .parse::<ipnet::IpNet>()
-                    .ok()
-                    .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from));
-                if parsed.is_none() {
-                    r.errors.push(ConfigError::Invalid {
-                        key: "NETSTRAP_TRUSTED_PROXIES".into(),
-                        value: s,
-                        origin: layers
-                            .get("NETSTRAP_TRUSTED_PROXIES")
-                            .map(|(_, o)| o.to_string())
-                            .unwrap_or_default(),
-                        problem: "not an address or CIDR".into(),
-                        accepted: "comma-separated IPs or CIDRs, e.g. 10.0.0.5,10.244.0.0/16".into(),
-                    });
-                }
-                parsed
-            })
-            .collect();
-        let rest_max_connections = r
-            .parse("NETSTRAP_REST_MAX_CONNECTIONS", "a whole number from 16 to 1000000", |s| {
-                match s.parse::<usize>() {
-                    Ok(n) if (16..=1_000_000).contains(&n) => Ok(n),
-                    Ok(_) => Err("out of range".into()),
-                    Err(_) => Err("not a whole number".into()),
-                }
-            })
-            .map_or(DEFAULT_REST_MAX_CONNECTIONS, |f| f.value);
-
-        let tcp_upstream = r.socket("NETSTRAP_TCP_UPSTREAM");
-        let tcp_mode = r
-            .choice("NETSTRAP_TCP_MODE", &[("native", TcpMode::Native), ("relay", TcpMode::Relay)])
-            .unwrap_or_else(|| match tcp_upstream {
-                Some(_) => Found::new(TcpMode::Relay, Provenance::new("NETSTRAP_TCP_UPSTREAM is set")),
-                None if node_declares => Found::new(
-                    TcpMode::Relay,
-                    Provenance::new("NETSTRAP_DECLARE=node: relay to the node's own TCP server"),
-                ),
-                None => Found::new(TcpMode::Native, Provenance::new("no NETSTRAP_TCP_UPSTREAM")),
-            });
-        let broker_upstream = r.socket("NETSTRAP_BROKER_UPSTREAM");
-        let broker_mode = r
-            .choice(
-                "NETSTRAP_BROKER_MODE",
-                &[("embedded", BrokerMode::Embedded), ("relay", BrokerMode::Relay), ("off", BrokerMode::Off)],
-            )
-            .unwrap_or_else(|| match (&broker_port, broker_upstream) {
-                (None, _) => Found::new(BrokerMode::Off, Provenance::new("ANYLOG_BROKER_PORT is not set")),
-                (Some(_), Some(_)) => {
-                    Found::new(BrokerMode::Relay, Provenance::new("NETSTRAP_BROKER_UPSTREAM is set"))
-                }
-                (Some(_), None) if node_declares => Found::new(
-                    BrokerMode::Relay,
-                    Provenance::new("NETSTRAP_DECLARE=node: relay to the node's own message broker"),
-                ),
-                (Some(_), None) => {
-                    Found::new(BrokerMode::Embedded, Provenance::new("ANYLOG_BROKER_PORT is set"))
-                }
-            });
-
-        let broker_backlog = r
-            .parse(
-                "NETSTRAP_BROKER_BACKLOG",
-                "bytes, or a number with KiB, MiB or GiB, from 64KiB to 4GiB",
-                byte_size,
-            )
-            .map(|f| f.value)
-            .unwrap_or(DEFAULT_BROKER_BACKLOG);
-
-        let broker_slow_subscriber_timeout = r
-            .parse("NETSTRAP_BROKER_SLOW_SUBSCRIBER_TIMEOUT", "whole seconds from 0 (off) to 3600", |s| {
-                match s.parse::<u64>() {
-                    Ok(0) => Ok(None),
-                    Ok(n) if n <= 3600 => Ok(Some(Duration::from_secs(n))),
-                    Ok(_) => Err("out of range".into()),
-                    Err(_) => Err("not a whole number".into()),
-                }
-            })
-            .map(|f| f.value)
-            .unwrap_or(Some(DEFAULT_BROKER_SLOW_SUBSCRIBER_TIMEOUT));
-
-        let mut count = |key: &str, max: usize, default: usize| {
-            r.parse(key, &format!("a whole number from 1 to {max}"), |s| match s.parse::<usize>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                Ok(_) => Err("out of range".into()),
-                Err(_) => Err("not a whole number".into()),
-            })
-            .map(|f| f.value)
-            .unwrap_or(default)
-        };
-        let defaults = BrokerLimits::default();
-        let broker_limits = BrokerLimits {
-            subscriptions_per_client: count(
-                "NETSTRAP_BROKER_MAX_SUBSCRIPTIONS",
-                65_535,
-                defaults.subscriptions_per_client,
-            ),
-            filters: count("NETSTRAP_BROKER_MAX_FILTERS", 1_000_000, defaults.filters),
-        };
-        let broker_anonymous = r.bool("NETSTRAP_BROKER_ANONYMOUS", false);
+                    .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+            },
+        );
 
         let log_json = r
             .choice("NETSTRAP_LOG_FORMAT", &[("text", false), ("json", true)])
@@ -537,23 +294,6 @@ impl Settings {
             })
             .map(|f| f.value)
             .unwrap_or(10);
-        let broker_credentials =
-            match (r.string("NETSTRAP_BROKER_USERNAME"), layers.get("NETSTRAP_BROKER_PASSWORD")) {
-                (Some(u), Some((p, _))) => Some((u.value, Secret(p.to_string()))),
-                (None, None) => None,
-                (Some(_), None) | (None, Some(_)) => {
-                    r.errors.push(ConfigError::Invalid {
-                        key: "NETSTRAP_BROKER_USERNAME".into(),
-                        value: "(one of the pair)".into(),
-                        origin: "combination".into(),
-                        problem: "username and password go together".into(),
-                        accepted: "both NETSTRAP_BROKER_USERNAME and NETSTRAP_BROKER_PASSWORD, or neither"
-                            .into(),
-                    });
-                    None
-                }
-            };
-
         let tls = tls_settings(&mut r, layers);
 
         let settings = Settings {
@@ -573,7 +313,6 @@ impl Settings {
             tcp,
             rest,
             broker,
-            rest_timeout,
             ledger_conn,
             local_ip: r.ip("LOCAL_IP"),
             external_ip: r.ip("EXTERNAL_IP"),
@@ -622,8 +361,6 @@ impl Settings {
                 .map(|f| PathBuf::from(f.value))
                 .unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
             nameservers,
-            trusted_proxies,
-            rest_max_connections,
             admin_addr: r
                 .parse("NETSTRAP_ADMIN_ADDR", "ip:port, e.g. 127.0.0.1:9090 or 0.0.0.0:9090", |s| {
                     match s.parse::<SocketAddr>() {
@@ -635,17 +372,7 @@ impl Settings {
                     }
                 })
                 .map(|f| f.value),
-            tcp_mode,
-            tcp_upstream,
-            tcp_proxy_protocol: r.bool("NETSTRAP_TCP_PROXY_PROTOCOL", false).value,
             ready_upstream: r.bool("NETSTRAP_READY_UPSTREAM", node_declares).value,
-            rest_upstream: r.socket("NETSTRAP_REST_UPSTREAM"),
-            broker_mode,
-            broker_upstream,
-            broker_backlog,
-            broker_slow_subscriber_timeout,
-            broker_limits,
-            broker_anonymous,
             ledger: r
                 .parse("NETSTRAP_LEDGER", ledger::ACCEPTED, |s| Ledger::parse(s).map_err(String::from))
                 .map(|f| f.value)
@@ -676,7 +403,6 @@ impl Settings {
             shutdown_delay,
             shutdown_grace,
             data_nice,
-            broker_credentials,
             log: r.text("NETSTRAP_LOG", DEFAULT_LOG),
             log_json,
             node_type,
@@ -722,7 +448,7 @@ impl Settings {
                 "NETSTRAP_DECLARE=node, or unset NETSTRAP_PORT_OFFSET and set NETSTRAP_*_UPSTREAM",
             );
         }
-        if self.tcp_mode.value == TcpMode::Relay && self.tcp_upstream.is_none() && !node {
+        if self.tcp.mode.value == TcpMode::Relay && self.tcp.upstream.is_none() && !node {
             invalid(
                 "NETSTRAP_TCP_MODE",
                 "relay",
@@ -730,7 +456,7 @@ impl Settings {
                 "set NETSTRAP_TCP_UPSTREAM=ip:port, or use native",
             );
         }
-        if self.broker_mode.value == BrokerMode::Relay && self.broker_upstream.is_none() && !node {
+        if self.broker.mode.value == BrokerMode::Relay && self.broker.upstream.is_none() && !node {
             invalid(
                 "NETSTRAP_BROKER_MODE",
                 "relay",
@@ -738,7 +464,7 @@ impl Settings {
                 "set NETSTRAP_BROKER_UPSTREAM=ip:port",
             );
         }
-        if self.broker_mode.value != BrokerMode::Off && self.broker.port.is_none() {
+        if self.broker.mode.value != BrokerMode::Off && self.broker.listen.port.is_none() {
             invalid(
                 "NETSTRAP_BROKER_MODE",
                 "on",
@@ -746,14 +472,13 @@ impl Settings {
                 "set ANYLOG_BROKER_PORT, or NETSTRAP_BROKER_MODE=off",
             );
         }
-        let ports = [
-            (listen_key(&self.tcp, "NETSTRAP_TCP_PORT", "ANYLOG_SERVER_PORT"), self.tcp.port.as_ref()),
-            (listen_key(&self.rest, "NETSTRAP_REST_PORT", "ANYLOG_REST_PORT"), self.rest.port.as_ref()),
-            (
-                listen_key(&self.broker, "NETSTRAP_BROKER_PORT", "ANYLOG_BROKER_PORT"),
-                self.broker.port.as_ref().filter(|_| self.broker_mode.value != BrokerMode::Off),
-            ),
-        ];
+        // A broker that is off listens nowhere, whatever its port.
+        let listening = |p: Plane| p != Plane::Broker || self.broker.mode.value != BrokerMode::Off;
+        let ports: Vec<_> = Plane::ALL
+            .into_iter()
+            .filter(|&p| listening(p))
+            .map(|p| (self.listen(p).port_origin_var(p), self.listen(p).port.as_ref()))
+            .collect();
         for (i, (ka, a)) in ports.iter().enumerate() {
             for (kb, b) in &ports[i + 1..] {
                 if let (Some(a), Some(b)) = (a, b)

@@ -175,4 +175,32 @@ impl<'a> Reader<'a> {
             .map(|f| f.value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
             .unwrap_or_default()
     }
+
+    /// A comma-separated list, each item read by `item`; each one it refuses is an error
+    /// (`problem`), the others are kept.
+    pub(super) fn list_of<T>(
+        &mut self,
+        key: &str,
+        problem: &str,
+        accepted: &str,
+        item: impl Fn(&str) -> Option<T>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for s in self.list(key) {
+            match item(&s) {
+                Some(v) => out.push(v),
+                None => {
+                    let origin = self.layers.get(key).map(|(_, o)| o.to_string()).unwrap_or_default();
+                    self.errors.push(ConfigError::Invalid {
+                        key: key.into(),
+                        value: s,
+                        origin,
+                        problem: problem.into(),
+                        accepted: accepted.into(),
+                    });
+                }
+            }
+        }
+        out
+    }
 }

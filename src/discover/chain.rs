@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use crate::config::{ExternalStep, Settings};
+use crate::config::{ExternalStep, Plane, Settings};
 use crate::provenance::{Found, Provenance};
 
 use super::cluster_api::KubeContext;
@@ -96,13 +96,14 @@ pub async fn discover_with(settings: &Settings, facts: &MachineFacts) -> Discove
     let ledger = ledger_resolution(settings, &facts.names, &mut warnings).await;
 
     let src = external.value.source;
-    let tcp = kube.exposed("NETSTRAP_TCP_EXTERNAL_PORT", PORT_NAMES_TCP, &settings.tcp, src);
-    let rest = kube.exposed("NETSTRAP_REST_EXTERNAL_PORT", PORT_NAMES_REST, &settings.rest, src);
+    let tcp = kube.exposed(Plane::Tcp, PORT_NAMES_TCP, settings, src);
+    let rest = kube.exposed(Plane::Rest, PORT_NAMES_REST, settings, src);
     let broker = settings
         .broker
+        .listen
         .port
         .as_ref()
-        .map(|_| kube.exposed("NETSTRAP_BROKER_EXTERNAL_PORT", PORT_NAMES_BROKER, &settings.broker, src));
+        .map(|_| kube.exposed(Plane::Broker, PORT_NAMES_BROKER, settings, src));
 
     if let Some(proxy) = &settings.proxy_ip {
         warnings.push(format!(

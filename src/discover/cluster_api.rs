@@ -5,7 +5,7 @@
 
 use kube::Client;
 
-use crate::config::{PlaneSettings, Settings};
+use crate::config::{Plane, Settings};
 use crate::provenance::{Found, Provenance};
 
 use super::environment::EnvironmentKind;
@@ -94,9 +94,7 @@ impl KubeContext {
                 )));
             }
             Err(e) => {
-                let configured = [&settings.tcp, &settings.rest, &settings.broker]
-                    .iter()
-                    .any(|p| p.external_port.is_some());
+                let configured = Plane::ALL.into_iter().any(|p| settings.listen(p).external_port.is_some());
                 if !configured {
                     return Err(SourceError::NotConfigured(format!(
                         "the Service is unknown ({e}) and no NETSTRAP_*_EXTERNAL_PORT is set: a node address \
@@ -142,11 +140,12 @@ impl KubeContext {
     /// LoadBalancer port (outside), matching the external address's source.
     pub fn exposed(
         &self,
-        plane_var: &str,
+        plane: Plane,
         port_names: &[&str],
-        s: &PlaneSettings,
+        settings: &Settings,
         external: ExternalIpSource,
     ) -> ExposedPort {
+        let (s, plane_var) = (settings.listen(plane), plane.external_port_var());
         let internal = s.port.as_ref().map(|p| p.value).unwrap_or(0);
         // Without a Service port, peers get the node's own port (ANYLOG_*_PORT), which is
         // netstrap's listening port unless NETSTRAP_*_PORT moved it.

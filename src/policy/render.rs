@@ -170,7 +170,7 @@ pub fn config_name(settings: &Settings) -> String {
         return n.clone();
     }
     let company = settings.company_name.to_lowercase().replace(' ', "_");
-    let suffix = if settings.broker.node_port.is_some() { "configs-broker" } else { "configs" };
+    let suffix = if settings.broker.listen.node_port.is_some() { "configs-broker" } else { "configs" };
     format!("{}-{company}-{suffix}", settings.node_type.value.policy_type())
 }
 
@@ -187,7 +187,7 @@ pub fn config_policy(settings: &Settings) -> Value {
     p.insert("local_ip".into(), json!("!ip"));
     p.insert("local_port".into(), json!("!anylog_server_port.int"));
     p.insert("rest_port".into(), json!("!anylog_rest_port.int"));
-    if settings.broker.port.is_some() {
+    if settings.broker.listen.port.is_some() {
         p.insert("broker_port".into(), json!("!anylog_broker_port.int"));
     }
     p.insert("tcp_bind".into(), json!("!tcp_bind"));
