@@ -38,7 +38,17 @@ pub const CHECK_DISCOVERY: &str = "discovery";
 pub const CHECK_BROKER: &str = "broker";
 
 /// A plane's server finished: which one, and how.
-type Done = (Plane, Result<(), String>);
+type Done = (Plane, Result<(), PlaneStopped>);
+
+/// Why a plane stopped serving before shutdown: the node is then not serving what it advertises.
+#[derive(Debug, thiserror::Error)]
+enum PlaneStopped {
+    /// Its bound listener could not be handed to the plane's runtime.
+    #[error("{0}")]
+    Listener(std::io::Error),
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+}
 
 /// The runtime a plane serves on. The tcp and broker planes' threads (and rumqttd's router,
 /// which a broker thread spawns and so inherits it) run `data_nice` levels nicer than the rest: when netstrap's data
@@ -482,7 +492,7 @@ impl Bound {
             let done_tx = done_tx.clone();
             // Every event of the plane's tasks carries `plane=<name>`.
             let span = tracing::info_span!("plane", plane = plane.name());
-            let report = move |r: Result<(), String>| {
+            let report = move |r: Result<(), PlaneStopped>| {
                 let _ = done_tx.send((plane, r));
             };
             match plane {
@@ -523,7 +533,7 @@ impl Bound {
                         async move {
                             let listener = match tokio::net::TcpListener::from_std(listener) {
                                 Ok(l) => l,
-                                Err(e) => return report(Err(e.to_string())),
+                                Err(e) => return report(Err(PlaneStopped::Listener(e))),
                             };
                             match (mode, relay) {
                                 (TcpMode::Relay, Some(opts)) => {
@@ -572,7 +582,7 @@ impl Bound {
                                             .await;
                                             report(Ok(()));
                                         }
-                                        Err(e) => report(Err(e.to_string())),
+                                        Err(e) => report(Err(PlaneStopped::Listener(e))),
                                     }
                                 }
                                 _ => {
@@ -582,7 +592,7 @@ impl Bound {
                                     report(
                                         broker::serve_embedded(opts, metrics, shutdown)
                                             .await
-                                            .map_err(|e| e.to_string()),
+                                            .map_err(PlaneStopped::from),
                                     );
                                 }
                             }
@@ -734,7 +744,7 @@ async fn lifecycle(
         _ = quit.recv() => info!("SIGQUIT: shutting down"),
         Some((plane, result)) = done.recv() => {
             // A plane stopped by itself: the node is not serving what it advertises.
-            let why = result.err().unwrap_or_else(|| "stopped unexpectedly".into());
+            let why = result.err().map_or_else(|| "stopped unexpectedly".into(), |e| e.to_string());
             error!("{} plane: {why}", plane.name());
             return ExitCode::FAILURE;
         }
