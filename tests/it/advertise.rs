@@ -306,7 +306,7 @@ fn files_tell_the_node_to_bind_loopback_behind_the_relays_and_reply_with_the_adv
     let n = start(
         &state,
         &[
-            // In a container (on a host the env binds the node to loopback: tests/host_setup.rs).
+            // In a container (on a host the env binds the node to loopback: tests/netns/host_setup.rs).
             ("NETSTRAP_ENVIRONMENT", "docker".to_string()),
             ("NODE_TYPE", "operator".to_string()),
             ("NETSTRAP_CLUSTER_ID", "c0ffee".to_string()),

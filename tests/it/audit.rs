@@ -71,7 +71,7 @@ fn no_dependency_has_a_known_vulnerability_or_an_unaccepted_warning() {
     }
     assert!(
         unaccepted.is_empty(),
-        "advisories against dependencies (replace the crate, or accept it in tests/audit.rs with why):\n{}",
+        "advisories against dependencies (replace the crate, or accept it in tests/it/audit.rs with why):\n{}",
         unaccepted.join("\n")
     );
     let stale: Vec<&str> =

@@ -51,7 +51,7 @@ fn promtool() -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join("promtool")).find(|p| p.is_file())
 }
 
-/// The tools venv's Python (with prometheus-client), as tests/packaging.rs finds it.
+/// The tools venv's Python (with prometheus-client), as tests/packaging/packaging.rs finds it.
 fn venv_python() -> Option<PathBuf> {
     std::env::var_os("NETSTRAP_TOOLS_VENV")
         .map(PathBuf::from)

@@ -131,7 +131,7 @@ fn several_processes_declaring_at_once_leave_one_policy() {
 fn bad_ledger_settings_say_what_is_accepted() {
     let e = parse(Some("file://relative/path.json")).unwrap_err();
     assert!(e.contains("absolute path"), "{e}");
-    // What is accepted is said by the configuration error around it (once: tests/cli.rs).
+    // What is accepted is said by the configuration error around it (once: tests/it/cli.rs).
     let e = parse(Some("etcd://x")).unwrap_err();
     assert!(e.contains("anylog://host:port") && e.contains("file:///"), "{e}");
     // Said once: the variable and value, what is wrong, what is accepted.

@@ -7,7 +7,7 @@
 //!
 //! The nodes are socat listeners on the ports an EdgeLake node binds with `TCP_BIND=false`
 //! (all interfaces), each answering with its own name: what is tested is which process holds
-//! which port and where netstrap relays, not EdgeLake (tests/edgelake_netstrap.rs runs real
+//! which port and where netstrap relays, not EdgeLake (tests/edgelake/edgelake_netstrap.rs runs real
 //! nodes behind netstrap).
 
 use crate::support;

@@ -160,7 +160,7 @@ fn version_under_qemu() {
     assert_eq!(out, format!("netstrap {}", env!("CARGO_PKG_VERSION")));
 }
 
-/// The environment of a host node on loopback (as tests/run.rs).
+/// The environment of a host node on loopback (as tests/it/run.rs).
 fn node_env<'a>(cmd: &'a mut Command, state: &Path, (tcp, rest, broker): (u16, u16, u16)) -> &'a mut Command {
     cmd.env_clear()
         .env("NETSTRAP_ENVIRONMENT", "host")

@@ -5,7 +5,7 @@
 //!
 //! Without a Docker engine every test prints `SKIPPED: <why>` and passes (fails under `CI=true`). The static binary
 //! is built once per run where the README's recipe builds it (target/x86_64-unknown-linux-gnu/
-//! release: `cargo test` does not hold target/'s lock while tests run, and tests/readme.rs
+//! release: `cargo test` does not hold target/'s lock while tests run, and tests/packaging/readme.rs
 //! runs that recipe, so one release build serves both); each test builds its own image tag
 //! from it and removes every container, network, volume and image it made, also when it fails.
 

@@ -2,7 +2,7 @@
 //! `k8s/overlays/hostnetwork` and `k8s/overlays/statefulset` rendered by `kubectl kustomize`,
 //! validated strictly against the Kubernetes 1.29 and 1.33 schemas (kubernetes-validate), and
 //! parsed; `docker/compose.host.yaml` as `docker-compose config` resolves it. checkov scans
-//! both overlays with the rest of k8s/ (tests/packaging.rs). Tools as in tests/packaging.rs:
+//! both overlays with the rest of k8s/ (tests/packaging/packaging.rs). Tools as in tests/packaging/packaging.rs:
 //! `.ci/run` installs them; a missing one skips, or fails under `CI=true`.
 
 use crate::support::prereq;
