@@ -397,21 +397,10 @@ impl Daemon {
         self.stop_and_join()
     }
 
-    /// Wait until the daemon stops by itself (a plane failing): its exit code.
-    pub fn wait(mut self) -> ExitCode {
-        // Held, not dropped, while waiting: dropping it asks the daemon to stop.
-        let _stop = self.stop.take();
-        self.join()
-    }
-
     fn stop_and_join(&mut self) -> ExitCode {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.join()
-    }
-
-    fn join(&mut self) -> ExitCode {
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(code)) => code,
             Some(Err(_)) | None => ExitCode::FAILURE,
@@ -536,7 +525,10 @@ fn handed_in(
 }
 
 /// The admin listener handed in must be on `NETSTRAP_ADMIN_ADDR`'s port.
-fn handed_in_admin(addr: SocketAddr, listener: std::net::TcpListener) -> Result<std::net::TcpListener, StartError> {
+fn handed_in_admin(
+    addr: SocketAddr,
+    listener: std::net::TcpListener,
+) -> Result<std::net::TcpListener, StartError> {
     match listener.local_addr().and_then(|local| listener.set_nonblocking(true).map(|_| local)) {
         Ok(local) if local.port() == addr.port() => Ok(listener),
         Ok(local) => Err(StartError::Plan(format!(
@@ -852,8 +844,17 @@ impl Running {
                     }
                 },
             };
-            lifecycle(&self.health, &self.shutdown, &mut self.done, planes, self.delay, self.grace, stops, self.owns_process)
-                .await
+            lifecycle(
+                &self.health,
+                &self.shutdown,
+                &mut self.done,
+                planes,
+                self.delay,
+                self.grace,
+                stops,
+                self.owns_process,
+            )
+            .await
         });
         for rt in self.runtimes.drain(..) {
             rt.shutdown_background();
@@ -898,7 +899,11 @@ type Stop = tokio::sync::oneshot::Receiver<()>;
 
 /// What asks netstrap to stop: the process's signals (`run`), or a [`Daemon`]'s owner.
 enum Stops {
-    Signals { term: Signal, int: Signal, quit: Signal },
+    Signals {
+        term: Signal,
+        int: Signal,
+        quit: Signal,
+    },
     /// Asked once; there is no second request (`Daemon::shutdown` takes the daemon).
     Owner(Option<Stop>),
 }

@@ -7,6 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::harness::Node;
+// The restart tests start the same node again on the same ports, as a process (netstrap takes no
+// listeners from its parent): there, the ports are chosen before it starts (`free_port`).
 use support::process::{Netstrap, free_port, start, wait_until};
 
 /// The live node policies in the ledger (the shared config policy is there too).
@@ -151,19 +154,16 @@ fn kill_9_at_random_points_never_leaves_a_file_that_does_not_parse() {
 
 #[test]
 fn self_verification_detects_another_instance_behind_the_advertised_address() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = start(&dir.path().join("b"), &[("DNS", "127.0.0.1".to_string())]);
-    b.wait_ready();
+    let b = Node::start(&[("DNS", "127.0.0.1")]);
+    b.ready();
     // A advertises B's REST port as its external port: whoever answers there is not A.
-    let a = start(
-        &dir.path().join("a"),
-        &[
-            ("DNS", "127.0.0.1".to_string()),
-            ("EXTERNAL_IP", "127.0.0.1".to_string()),
-            ("NETSTRAP_REST_EXTERNAL_PORT", b.rest.to_string()),
-            ("NETSTRAP_VERIFY", "gate".to_string()),
-        ],
-    );
+    let b_rest = b.rest.to_string();
+    let a = Node::start(&[
+        ("DNS", "127.0.0.1"),
+        ("EXTERNAL_IP", "127.0.0.1"),
+        ("NETSTRAP_REST_EXTERNAL_PORT", &b_rest),
+        ("NETSTRAP_VERIFY", "gate"),
+    ]);
     wait_until("verification ran", || {
         a.get("/readyz?verbose").is_some_and(|(_, body)| body.contains("verify rest"))
     });
@@ -187,21 +187,15 @@ fn self_verification_detects_another_instance_behind_the_advertised_address() {
 fn peers_reports_which_of_three_nodes_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("blockchain.json");
-    let nodes: Vec<Netstrap> = ["n1", "n2", "n3"]
+    let nodes: Vec<Node> = ["n1", "n2", "n3"]
         .iter()
         .map(|name| {
-            let broker = free_port().to_string();
-            start(
-                &dir.path().join(name),
-                &node_env(
-                    &ledger,
-                    &[("NODE_NAME", name), ("DNS", "127.0.0.1"), ("ANYLOG_BROKER_PORT", &broker)],
-                ),
-            )
+            let env = node_env(&ledger, &[("NODE_NAME", name), ("DNS", "127.0.0.1")]);
+            Node::start(&env.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>())
         })
         .collect();
     for n in &nodes {
-        n.wait_ready();
+        n.ready();
     }
     let mut nodes = nodes;
     let stopped = nodes.remove(1);
@@ -301,22 +295,18 @@ async fn a_new_loadbalancer_ip_at_runtime_is_redeclared_replacing_the_old_policy
 
 #[test]
 fn files_tell_the_node_to_bind_loopback_behind_the_relays_and_reply_with_the_advertised_address() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let n = start(
-        &state,
-        &[
-            // In a container (on a host the env binds the node to loopback: tests/netns/host_setup.rs).
-            ("NETSTRAP_ENVIRONMENT", "docker".to_string()),
-            ("NODE_TYPE", "operator".to_string()),
-            ("NETSTRAP_CLUSTER_ID", "c0ffee".to_string()),
-            ("DNS", "op.edge.svc.cluster.local".to_string()),
-            ("EXTERNAL_IP", "203.0.113.7".to_string()),
-            ("NETSTRAP_TCP_UPSTREAM", "127.0.0.1:42148".to_string()),
-            ("NETSTRAP_REST_UPSTREAM", "127.0.0.1:42149".to_string()),
-        ],
-    );
-    n.wait_ready();
+    let n = Node::start(&[
+        // In a container (on a host the env binds the node to loopback: tests/netns/host_setup.rs).
+        ("NETSTRAP_ENVIRONMENT", "docker"),
+        ("NODE_TYPE", "operator"),
+        ("NETSTRAP_CLUSTER_ID", "c0ffee"),
+        ("DNS", "op.edge.svc.cluster.local"),
+        ("EXTERNAL_IP", "203.0.113.7"),
+        ("NETSTRAP_TCP_UPSTREAM", "127.0.0.1:42148"),
+        ("NETSTRAP_REST_UPSTREAM", "127.0.0.1:42149"),
+    ]);
+    n.ready();
+    let state = n.state.clone();
     wait_until("files", || state.join("netstrap.al").exists());
     let al = std::fs::read_to_string(state.join("netstrap.al")).unwrap();
     let tcp_line = al.lines().find(|l| l.starts_with("run tcp server")).unwrap_or_else(|| panic!("{al}"));

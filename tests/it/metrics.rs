@@ -91,7 +91,8 @@ fn node(dir: &Path, extra: &[(&'static str, String)]) -> (Netstrap, PathBuf) {
     (n, ledger)
 }
 
-/// That node in-process, for what it serves.
+/// That node in-process, for what it serves (not for the control counters: those are the
+/// process's, shared by every in-process daemon).
 fn node_in_process(dir: &Path) -> (harness::Node, PathBuf) {
     let ledger = dir.join("blockchain.json");
     let env = node_env(&ledger);
@@ -192,7 +193,9 @@ fn openmetrics_only_when_asked_and_a_strict_parser_accepts_it() {
 #[test]
 fn declares_registry_calls_verifications_and_latencies_are_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let (n, ledger) = node_in_process(dir.path());
+    // A process of its own: the registry call, declare and verification counters are the
+    // process's (`metrics::control`), which in-process daemons of other tests would add to.
+    let (n, ledger) = node(dir.path(), &[]);
     let scrape = || n.get("/metrics").unwrap().1;
     let inserted = "netstrap_declares_total{policy=\"node\",outcome=\"inserted\"}";
     let calls = "netstrap_registry_calls_total{operation=\"declare\",outcome=\"ok\"}";

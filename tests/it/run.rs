@@ -364,3 +364,52 @@ impl Drop for Node {
         let _ = self.child.wait();
     }
 }
+
+#[test]
+fn in_process_shutdown_drains_as_sigterm_does() {
+    let n = harness::Node::start(&[("NETSTRAP_SHUTDOWN_DELAY", "1")]);
+    n.ready();
+    let rest = n.rest;
+    let stopping = std::thread::spawn(move || n.stop());
+    // During the propagation delay: not ready, still alive.
+    wait_until("readiness 503", || get(rest, "/readyz").is_some_and(|(c, _)| c == 503));
+    assert_eq!(get(rest, "/livez").map(|(c, _)| c), Some(200));
+    assert_eq!(stopping.join().unwrap(), std::process::ExitCode::SUCCESS);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", rest)).is_err(), "the rest listener is closed");
+}
+
+#[test]
+fn a_listener_handed_in_on_another_port_than_the_table_says_is_refused_naming_the_variable() {
+    use netstrap::config::{Layers, Origin, Settings};
+    use netstrap::lifecycle::{Daemon, Prebound};
+    use netstrap::table::Plane;
+    let state = tempfile::tempdir().unwrap();
+    let bound = || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    };
+    // The other planes get theirs where the table says, so that nothing else is bound.
+    let ((tcp, tcp_port), (broker, broker_port), (rest, handed)) = (bound(), bound(), bound());
+    // Never bound by netstrap: the start stops at the rest plane's listener.
+    let elsewhere = (handed ^ 1).to_string();
+    let (tcp_port, broker_port) = (tcp_port.to_string(), broker_port.to_string());
+    let env = [
+        ("NETSTRAP_ENVIRONMENT", "host"),
+        ("LOCAL_IP", "127.0.0.1"),
+        ("ANYLOG_SERVER_PORT", tcp_port.as_str()),
+        ("ANYLOG_BROKER_PORT", broker_port.as_str()),
+        ("ANYLOG_REST_PORT", elsewhere.as_str()),
+        ("NETSTRAP_STATE_DIR", state.path().to_str().unwrap()),
+    ];
+    let settings = Settings::parse(&Layers::new().push(Origin::Env, env)).unwrap();
+    let planes = vec![(Plane::Tcp, tcp), (Plane::Broker, broker), (Plane::Rest, rest)];
+    let prebound = Prebound { planes, admin: None };
+    let e = Daemon::start(settings, prebound).err().expect("a listener on another port is refused");
+    let said = e.to_string();
+    assert!(
+        said.contains(&format!("bound to 127.0.0.1:{handed}"))
+            && said.contains(&format!("ANYLOG_REST_PORT to {handed}")),
+        "{said}"
+    );
+}
