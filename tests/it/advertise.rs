@@ -295,18 +295,24 @@ async fn a_new_loadbalancer_ip_at_runtime_is_redeclared_replacing_the_old_policy
 
 #[test]
 fn files_tell_the_node_to_bind_loopback_behind_the_relays_and_reply_with_the_advertised_address() {
-    let n = Node::start(&[
-        // In a container (on a host the env binds the node to loopback: tests/netns/host_setup.rs).
-        ("NETSTRAP_ENVIRONMENT", "docker"),
-        ("NODE_TYPE", "operator"),
-        ("NETSTRAP_CLUSTER_ID", "c0ffee"),
-        ("DNS", "op.edge.svc.cluster.local"),
-        ("EXTERNAL_IP", "203.0.113.7"),
-        ("NETSTRAP_TCP_UPSTREAM", "127.0.0.1:42148"),
-        ("NETSTRAP_REST_UPSTREAM", "127.0.0.1:42149"),
-    ]);
-    n.ready();
-    let state = n.state.clone();
+    // A process (`start`), whose broker keeps its default port: the config policy's name
+    // records a broker port that differs from it, which the in-process harness's would.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let n = start(
+        &state,
+        &[
+            // In a container (on a host the env binds the node to loopback: tests/netns/host_setup.rs).
+            ("NETSTRAP_ENVIRONMENT", "docker".to_string()),
+            ("NODE_TYPE", "operator".to_string()),
+            ("NETSTRAP_CLUSTER_ID", "c0ffee".to_string()),
+            ("DNS", "op.edge.svc.cluster.local".to_string()),
+            ("EXTERNAL_IP", "203.0.113.7".to_string()),
+            ("NETSTRAP_TCP_UPSTREAM", "127.0.0.1:42148".to_string()),
+            ("NETSTRAP_REST_UPSTREAM", "127.0.0.1:42149".to_string()),
+        ],
+    );
+    n.wait_ready();
     wait_until("files", || state.join("netstrap.al").exists());
     let al = std::fs::read_to_string(state.join("netstrap.al")).unwrap();
     let tcp_line = al.lines().find(|l| l.starts_with("run tcp server")).unwrap_or_else(|| panic!("{al}"));

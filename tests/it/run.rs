@@ -400,6 +400,7 @@ fn a_listener_handed_in_on_another_port_than_the_table_says_is_refused_naming_th
         ("ANYLOG_SERVER_PORT", tcp_port.as_str()),
         ("ANYLOG_BROKER_PORT", broker_port.as_str()),
         ("ANYLOG_REST_PORT", elsewhere.as_str()),
+        ("NETSTRAP_BROKER_ANONYMOUS", "true"),
         ("NETSTRAP_STATE_DIR", state.path().to_str().unwrap()),
     ];
     let settings = Settings::parse(&Layers::new().push(Origin::Env, env)).unwrap();
