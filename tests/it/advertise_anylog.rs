@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::fake_edgelake::FakeEdgeLake;
+// `free_port` (support/ports.rs): the restart storm restarts a process on the same ports and reads its log.
 use support::process::{free_port, start, wait_until};
 
 /// A runtime for the fake while the test drives `netstrap run` processes synchronously.

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+// `free_port` (support/ports.rs): the broker's memory is measured on its own process (`rss_kib`).
 use support::process::{Netstrap, free_port, run_fails, start};
 
 const TOPIC: &str = "data/readings";

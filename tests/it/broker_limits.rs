@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+// `free_port` (support/ports.rs): the broker's memory is measured on its own process (`rss_kib`).
 use support::process::{Netstrap, free_port, run_fails, start};
 
 fn broker(dir: &std::path::Path, extra: &[(&'static str, &str)]) -> (Netstrap, u16) {

@@ -15,6 +15,7 @@ use netstrap::planes::Shutdown;
 use netstrap::planes::broker::{BrokerOptions, mqtt_ping, mqtt_ping_tls, serve_embedded_on, serve_relay_tls};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, ServerName};
+// `free_port` (support/ports.rs): these tests read the process's log (reloads, SAN warnings, what it refused).
 use support::process::{Netstrap, free_port, http_get, run_fails, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

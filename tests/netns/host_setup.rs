@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::edgelake::{self as el, NodeHome, Snapshot};
 use support::netns::poll;
+// `free_port` (support/ports.rs): netstrap runs as systemd runs it, a process telling $NOTIFY_SOCKET.
 use support::process::{free_port, start, wait_until};
 
 const UNIT: &str = include_str!("../../packaging/systemd/netstrap.service");

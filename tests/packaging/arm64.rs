@@ -23,6 +23,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+// `free_port` (support/ports.rs): the port is for the arm64 binary, run under qemu.
 use ports::free_port;
 use serde_json::Value;
 
