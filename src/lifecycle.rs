@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{Instrument, error, info, warn};
 
 use crate::addr::host_port;
@@ -273,6 +273,20 @@ struct Prepared {
     settings: Settings,
     plan: Plan,
     tls_store: Option<Arc<crate::tls::CertStore>>,
+    /// The process is netstrap's own (`run`), not a [`Daemon`] inside another program: only then
+    /// does it speak for the process to systemd.
+    owns_process: bool,
+}
+
+/// Listeners the caller has already bound, used by [`Daemon::start`] instead of binding the
+/// table's addresses: a test binds `127.0.0.1:0`, puts the kernel's port into the settings (so the
+/// table advertises it) and hands the listener in, so no port is ever chosen free and bound later
+/// by someone else. A plane without one here is bound as `run` binds it.
+#[derive(Debug, Default)]
+pub struct Prebound {
+    pub planes: Vec<(Plane, std::net::TcpListener)>,
+    /// For `NETSTRAP_ADMIN_ADDR`.
+    pub admin: Option<std::net::TcpListener>,
 }
 
 /// Phase 2: every listener bound, nothing served or advertised yet.
@@ -294,13 +308,14 @@ struct Running {
     runtimes: Vec<tokio::runtime::Runtime>,
     delay: Duration,
     grace: Duration,
+    owns_process: bool,
     _state_lock: Option<crate::state::StateLock>,
 }
 
 pub fn run(settings: Settings) -> ExitCode {
     let open_files = raise_open_file_limit();
     tracing::debug!(?open_files, "open-file limit");
-    crate::memory::spawn_trimmer();
+    spawn_trimmer_once();
     let started = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -310,12 +325,12 @@ pub fn run(settings: Settings) -> ExitCode {
                 let _in = control.enter();
                 ignore_stray_signals();
             }
-            let prepared = control.block_on(Prepared::new(settings))?;
-            let running = prepared.bind()?.start(&control)?;
+            let prepared = control.block_on(Prepared::new(settings, true))?;
+            let running = prepared.bind(Prebound::default())?.start(&control)?;
             Ok((control, running))
         });
     match started {
-        Ok((control, running)) => running.wait(&control),
+        Ok((control, running)) => running.wait(&control, None),
         Err(e) => {
             error!("{e}");
             error!("{}", e.consequence());
@@ -324,8 +339,95 @@ pub fn run(settings: Settings) -> ExitCode {
     }
 }
 
+/// The memory trimmer is one thread per process, however many daemons it runs.
+fn spawn_trimmer_once() {
+    static TRIMMER: std::sync::Once = std::sync::Once::new();
+    TRIMMER.call_once(crate::memory::spawn_trimmer);
+}
+
+/// `netstrap run` inside another program (the integration tests, an embedder): the same phases
+/// as [`run`], with the control runtime on a thread of its own and [`Daemon::shutdown`] in place
+/// of SIGTERM. It installs no signal handlers (they are the process's, not the daemon's) and
+/// tells systemd nothing; several can run in one process, each with its own state directory.
+pub struct Daemon {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<ExitCode>>,
+}
+
+impl Daemon {
+    /// Prepare, bind (using `prebound` where given) and start serving; returns once "started"
+    /// is logged, or with what kept it from starting.
+    pub fn start(settings: Settings, prebound: Prebound) -> Result<Daemon, StartError> {
+        raise_open_file_limit();
+        spawn_trimmer_once();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), StartError>>();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("netstrap-control".into())
+            .spawn(move || {
+                let started = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(StartError::Runtime)
+                    .and_then(|control| {
+                        let prepared = control.block_on(Prepared::new(settings, false))?;
+                        let running = prepared.bind(prebound)?.start(&control)?;
+                        Ok((control, running))
+                    });
+                match started {
+                    Ok((control, running)) => {
+                        let _ = started_tx.send(Ok(()));
+                        running.wait(&control, Some(stop_rx))
+                    }
+                    Err(e) => {
+                        let code = e.exit_code();
+                        let _ = started_tx.send(Err(e));
+                        code
+                    }
+                }
+            })
+            .map_err(StartError::Runtime)?;
+        match started_rx.recv() {
+            Ok(Ok(())) => Ok(Daemon { stop: Some(stop_tx), thread: Some(thread) }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            // The thread ended without a word: it panicked (the panic is on stderr).
+            Err(_) => {
+                let _ = thread.join();
+                Err(StartError::Runtime(std::io::Error::other("the control thread panicked while starting")))
+            }
+        }
+    }
+
+    /// Drain exactly as on SIGTERM (readiness 503, `NETSTRAP_SHUTDOWN_DELAY`, listeners closed,
+    /// `NETSTRAP_SHUTDOWN_GRACE`) and return the exit code `run` would have.
+    pub fn shutdown(mut self) -> ExitCode {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> ExitCode {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(code)) => code,
+            Some(Err(_)) | None => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// A daemon dropped without [`Daemon::shutdown`] (a failing test) still drains and releases its
+/// ports and state directory before the next one starts.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
 impl Prepared {
-    async fn new(mut settings: Settings) -> Result<Prepared, StartError> {
+    async fn new(mut settings: Settings, owns_process: bool) -> Result<Prepared, StartError> {
         // The certificate is checked before anything else happens: a bad one is a configuration
         // error, reported naming the file.
         let tls_store = match &settings.tls {
@@ -350,19 +452,26 @@ impl Prepared {
             node_upstreams(&mut settings, &plan.table).map_err(StartError::Plan)?;
         }
         anonymous_broker_allowed(&settings, &plan.table).map_err(StartError::Refused)?;
-        Ok(Prepared { settings, plan, tls_store })
+        Ok(Prepared { settings, plan, tls_store, owns_process })
     }
 
-    /// Bind every listener before serving anything.
-    fn bind(self) -> Result<Bound, StartError> {
+    /// Bind every listener before serving anything (or take the caller's, [`Prebound`]).
+    fn bind(self, mut prebound: Prebound) -> Result<Bound, StartError> {
         let (settings, table) = (&self.settings, &self.plan.table);
         let mut listeners = Vec::new();
         for (plane, addr) in crate::bind::addresses(table) {
-            listeners.push((plane, crate::bind::bind(plane, addr)?));
+            let listener = match prebound.planes.iter().position(|(p, _)| *p == plane) {
+                Some(i) => handed_in(plane, addr, prebound.planes.swap_remove(i).1)?,
+                None => crate::bind::bind(plane, addr)?,
+            };
+            listeners.push((plane, listener));
             info!(plane = plane.name(), %addr, "bound");
         }
         // NETSTRAP_ADMIN_ADDR: bound with the planes, served once they serve (src/admin.rs).
-        let admin = settings.admin_addr.map(crate::admin::bind).transpose()?;
+        let admin = match (settings.admin_addr, prebound.admin.take()) {
+            (Some(addr), Some(listener)) => Some(handed_in_admin(addr, listener)?),
+            (addr, _) => addr.map(crate::admin::bind).transpose()?,
+        };
         // One instance per state directory, held until the process ends.
         let state_lock = match crate::state::lock(&settings.state_dir) {
             Ok(lock) => Some(lock),
@@ -400,11 +509,50 @@ impl Prepared {
     }
 }
 
+/// A listener handed in for `plane` must be where the table says the plane listens: the table is
+/// what netstrap advertises.
+fn handed_in(
+    plane: Plane,
+    addr: SocketAddr,
+    listener: std::net::TcpListener,
+) -> Result<std::net::TcpListener, StartError> {
+    let local = listener.local_addr().and_then(|local| listener.set_nonblocking(true).map(|_| local));
+    match local {
+        Ok(local) if local.port() == addr.port() => Ok(listener),
+        Ok(local) => Err(StartError::Plan(format!(
+            "{} listener handed in is bound to {local}, but the table says {addr}: set {} to {}",
+            plane.name(),
+            plane.port_var(),
+            local.port()
+        ))),
+        Err(cause) => Err(StartError::Bind(crate::bind::BindError {
+            plane: plane.name(),
+            addr,
+            cause,
+            hint: " — the listener handed in is not usable".into(),
+        })),
+    }
+}
+
+/// The admin listener handed in must be on `NETSTRAP_ADMIN_ADDR`'s port.
+fn handed_in_admin(
+    addr: SocketAddr,
+    listener: std::net::TcpListener,
+) -> Result<std::net::TcpListener, StartError> {
+    match listener.local_addr().and_then(|local| listener.set_nonblocking(true).map(|_| local)) {
+        Ok(local) if local.port() == addr.port() => Ok(listener),
+        Ok(local) => Err(StartError::Plan(format!(
+            "admin listener handed in is bound to {local}, but NETSTRAP_ADMIN_ADDR is {addr}: set it to {local}"
+        ))),
+        Err(cause) => Err(StartError::Plan(format!("admin listener handed in is not usable: {cause}"))),
+    }
+}
+
 impl Bound {
     /// Serve every plane, then advertise.
     fn start(self, control: &tokio::runtime::Runtime) -> Result<Running, StartError> {
         let Bound { prepared, listeners, mut admin, _state_lock, tls, rest_tls, broker_tls } = self;
-        let Prepared { settings, plan, .. } = prepared;
+        let Prepared { settings, plan, owns_process, .. } = prepared;
         let Plan { discovery, table } = plan;
         let node_declares = settings.declare.value == crate::config::Declarer::Node;
         let health = Health::new();
@@ -656,7 +804,9 @@ impl Bound {
                 .run(discovery.clone(), table.clone(), shutdown.clone())
                 .instrument(tracing::info_span!("advertise")),
         );
-        control.spawn(crate::systemd::notify_ready(health.clone()));
+        if owns_process {
+            control.spawn(crate::systemd::notify_ready(health.clone()));
+        }
         let delay = settings.shutdown_delay.unwrap_or(match discovery.environment.value {
             EnvironmentKind::Kubernetes => Duration::from_secs(5),
             _ => Duration::ZERO,
@@ -668,23 +818,40 @@ impl Bound {
             runtimes,
             delay,
             grace: settings.shutdown_grace,
+            owns_process,
             _state_lock,
         })
     }
 }
 
 impl Running {
-    /// Wait for a signal (or a plane stopping), shut down in order, and say how it ended.
-    fn wait(mut self, control: &tokio::runtime::Runtime) -> ExitCode {
+    /// Wait for a signal — or, for a [`Daemon`], its owner's word (`owner`) — or a plane
+    /// stopping; shut down in order, and say how it ended.
+    fn wait(mut self, control: &tokio::runtime::Runtime, owner: Option<Stop>) -> ExitCode {
         let planes = self.runtimes.len();
-        let code = control.block_on(lifecycle(
-            &self.health,
-            &self.shutdown,
-            &mut self.done,
-            planes,
-            self.delay,
-            self.grace,
-        ));
+        let code = control.block_on(async {
+            let stops = match owner {
+                Some(owner) => Stops::Owner(Some(owner)),
+                None => match Stops::signals() {
+                    Ok(signals) => signals,
+                    Err(_) => {
+                        error!("cannot install signal handlers");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            lifecycle(
+                &self.health,
+                &self.shutdown,
+                &mut self.done,
+                planes,
+                self.delay,
+                self.grace,
+                stops,
+                self.owns_process,
+            )
+            .await
+        });
         for rt in self.runtimes.drain(..) {
             rt.shutdown_background();
         }
@@ -723,7 +890,51 @@ fn ignore_stray_signals() {
     }
 }
 
+/// How a [`Daemon`]'s owner asks it to stop.
+type Stop = tokio::sync::oneshot::Receiver<()>;
+
+/// What asks netstrap to stop: the process's signals (`run`), or a [`Daemon`]'s owner.
+enum Stops {
+    Signals {
+        term: Signal,
+        int: Signal,
+        quit: Signal,
+    },
+    /// Asked once; there is no second request (`Daemon::shutdown` takes the daemon).
+    Owner(Option<Stop>),
+}
+
+impl Stops {
+    fn signals() -> std::io::Result<Stops> {
+        Ok(Stops::Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    /// The next request to stop: what it was, for the log.
+    async fn next(&mut self) -> &'static str {
+        match self {
+            Stops::Signals { term, int, quit } => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = quit.recv() => "SIGQUIT",
+            },
+            Stops::Owner(owner) => match owner.take() {
+                // A dropped sender (its `Daemon` dropped) is a request too.
+                Some(owner) => {
+                    let _ = owner.await;
+                    "shutdown requested"
+                }
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
 /// Wait for a signal (or a plane failing), then shut down in order.
+#[allow(clippy::too_many_arguments)]
 async fn lifecycle(
     health: &Health,
     shutdown: &Shutdown,
@@ -731,17 +942,11 @@ async fn lifecycle(
     planes: usize,
     delay: Duration,
     grace: Duration,
+    mut stops: Stops,
+    owns_process: bool,
 ) -> ExitCode {
-    let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
-    else {
-        error!("cannot install signal handlers");
-        return ExitCode::FAILURE;
-    };
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
-        _ = quit.recv() => info!("SIGQUIT: shutting down"),
+        why = stops.next() => info!("{why}: shutting down"),
         Some((plane, result)) = done.recv() => {
             // A plane stopped by itself: the node is not serving what it advertises.
             let why = result.err().map_or_else(|| "stopped unexpectedly".into(), |e| e.to_string());
@@ -750,15 +955,11 @@ async fn lifecycle(
         }
     }
     health.start_draining();
-    crate::systemd::stopping();
+    if owns_process {
+        crate::systemd::stopping();
+    }
     info!(delay_s = delay.as_secs(), "readiness is 503; waiting before closing the listeners");
-    let second = async {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-            _ = quit.recv() => {},
-        }
-    };
+    let second = stops.next();
     tokio::pin!(second);
     tokio::select! {
         _ = tokio::time::sleep(delay) => {},

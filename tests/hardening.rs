@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+// `free_port` (support/ports.rs): memory, descriptors and rates are measured on netstrap's own process.
 use support::process::{Netstrap, free_port, start, wait_until};
 
 fn rss_kib(n: &Netstrap) -> u64 {

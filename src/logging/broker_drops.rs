@@ -21,7 +21,7 @@
 //! and turns it into what an operator needs: the counter `netstrap_broker_dropped_messages_total`
 //! and a warning naming the filter, how many messages were skipped and what to change — at most
 //! one warning per filter every [`WARN_EVERY`], with the count since the last one.
-//! `tests/broker_backlog.rs` pins the event's shape: a rumqttd upgrade that changes it fails
+//! `tests/it/broker_backlog.rs` pins the event's shape: a rumqttd upgrade that changes it fails
 //! there, not silently in production.
 
 use std::collections::HashMap;

@@ -1,4 +1,8 @@
-//! Ports for a netstrap process to bind, chosen by the test before the process starts.
+//! Ports for a netstrap process to bind, chosen by the test before the process starts. Only for
+//! tests of netstrap as a process (its signals, exit codes, log, memory, the binary itself):
+//! netstrap takes no listeners from its parent, so the port is chosen free here and bound by
+//! the process a moment later. Everything else runs in-process (`support::harness`), on
+//! listeners bound before and handed in, with no such gap.
 
 use std::net::TcpListener;
 

@@ -30,7 +30,7 @@ pub fn start(state: &Path, env: &[(&str, String)]) -> Netstrap {
         .env("NETSTRAP_STATE_DIR", state)
         .env("NETSTRAP_SOURCE_TIMEOUT_MS", "1000")
         // The broker binds 0.0.0.0 here (BROKER_BIND=false): tests that are not about
-        // credentials let anyone in, as an operator would have to say (tests/broker_limits.rs).
+        // credentials let anyone in, as an operator would have to say (tests/it/broker_limits.rs).
         .env("NETSTRAP_BROKER_ANONYMOUS", "true")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())

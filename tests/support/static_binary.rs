@@ -1,5 +1,5 @@
 //! The static x86_64 release binary, built as the README builds it (`target/`, `+crt-static`),
-//! once per test process: tests/docker.rs, tests/arm64.rs and tests/readme.rs share the build.
+//! once per test process: tests/packaging/docker.rs, tests/packaging/arm64.rs and tests/packaging/readme.rs share the build.
 //! Built here, not by the crate that runs the tests: `cargo test` does not hold target/'s lock
 //! while tests run.
 
