@@ -9,13 +9,12 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use netstrap::config::{Layers, Origin, Settings};
 use netstrap::lifecycle::{Daemon, Prebound, StartError};
 use netstrap::table::Plane;
 
-use super::process::http_get;
+use super::process::{http_get, poll_ready};
 
 /// A running in-process netstrap; drained and stopped when dropped.
 pub struct Node {
@@ -97,16 +96,9 @@ impl Node {
 
     /// Wait up to 30 s for `/readyz` 200; on timeout, fail with the last `/readyz?verbose`.
     pub fn ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut last = None;
-        while Instant::now() < deadline {
-            match self.get("/readyz?verbose") {
-                Some((200, _)) => return,
-                other => last = other,
-            }
-            std::thread::sleep(Duration::from_millis(25));
+        if let Err(last) = poll_ready(self.rest) {
+            panic!("timed out waiting for ready; last /readyz?verbose: {last:?}");
         }
-        panic!("timed out waiting for ready; last /readyz?verbose: {last:?}");
     }
 
     /// Drain as on SIGTERM; the exit code `netstrap run` would have.

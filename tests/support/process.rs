@@ -40,6 +40,20 @@ pub fn start(state: &Path, env: &[(&str, String)]) -> Netstrap {
     Netstrap { child, tcp, rest, state: state.to_path_buf() }
 }
 
+/// Poll `/readyz?verbose` on the rest port for up to 30 s: `Ok` at 200, else its last answer.
+pub fn poll_ready(rest: u16) -> Result<(), Option<(u16, String)>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while Instant::now() < deadline {
+        match http_get(rest, "/readyz?verbose") {
+            Some((200, _)) => return Ok(()),
+            other => last = other,
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Err(last)
+}
+
 impl Netstrap {
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.rest, path)
@@ -48,15 +62,7 @@ impl Netstrap {
     /// Wait up to 30 s for `/readyz` 200; on timeout, fail saying why: that the process had
     /// exited (its log is on `stop()`), or its last `/readyz?verbose` answer.
     pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut last = None;
-        while Instant::now() < deadline {
-            match self.get("/readyz?verbose") {
-                Some((200, _)) => return,
-                other => last = other,
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        let Err(last) = poll_ready(self.rest) else { return };
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         let exited = stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z'));
         panic!("timed out waiting for ready (process exited: {exited}); last /readyz?verbose: {last:?}");
