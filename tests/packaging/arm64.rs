@@ -5,9 +5,9 @@
 //! archive, by skopeo, through a real registry (docker-registry on loopback) that the engine
 //! pulls the arm64 image from, loaded with `docker load`, and the arm64 image run.
 //!
-//! The aarch64 binary is built once per run with the `arm64-test` profile (Cargo.toml: the
-//! release profile without fat LTO and with 16 codegen units; see README.md, "Run on arm64",
-//! for the measured difference) into target/aarch64-static. Without the cross toolchain, qemu,
+//! The aarch64 binary is built once per run with the `arm64-test` profile (Cargo.toml: no
+//! optimisation or debug info; see README.md, "Run on arm64", for the measured difference)
+//! into target/aarch64-static. Without the cross toolchain, qemu,
 //! Docker, skopeo or docker-registry a test prints `SKIPPED: <why>` (a failure under `CI=true`;
 //! .ci/run installs them all).
 
