@@ -330,7 +330,13 @@ pub fn run(settings: Settings) -> ExitCode {
             Ok((control, running))
         });
     match started {
-        Ok((control, running)) => running.wait(&control, None),
+        Ok((control, running)) => {
+            let code = running.wait(&control, None);
+            // A blocking task still running (a file write, a look-up) gets a second to finish;
+            // an exit is never held up longer (dropping the runtime would wait for it).
+            control.shutdown_timeout(Duration::from_secs(1));
+            code
+        }
         Err(e) => {
             error!("{e}");
             error!("{}", e.consequence());
