@@ -740,14 +740,18 @@ impl Bound {
                                     }
                                 }
                                 _ => {
-                                    // rumqttd binds its own socket: release ours (held until now so
-                                    // every bind error surfaced before serving) just before it does.
-                                    drop(listener);
-                                    report(
-                                        broker::serve_embedded(opts, metrics, shutdown)
-                                            .await
-                                            .map_err(PlaneStopped::from),
-                                    );
+                                    // The listener bound in phase 2 is served as it is: the port is
+                                    // never released, so a client connecting while the router
+                                    // starts waits in the backlog instead of being refused.
+                                    let served = match tokio::net::TcpListener::from_std(listener) {
+                                        Ok(listener) => {
+                                            broker::serve_embedded_on(listener, opts, metrics, shutdown)
+                                                .await
+                                                .map_err(PlaneStopped::from)
+                                        }
+                                        Err(e) => Err(PlaneStopped::Listener(e)),
+                                    };
+                                    report(served);
                                 }
                             }
                         }
