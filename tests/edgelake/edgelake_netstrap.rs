@@ -13,7 +13,7 @@
 
 use crate::support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -24,6 +24,8 @@ const NETSTRAP: &str = env!("CARGO_BIN_EXE_netstrap");
 const NS: &str = "edge";
 const LOCAL: &str = "127.0.0.1";
 const LIMIT: Duration = Duration::from_secs(90);
+/// The admin listener's port: NETSTRAP_ADMIN_ADDR in k8s/base/netstrap.env, which every pod here is given.
+const ADMIN_PORT: u16 = 9090;
 
 /// One node type: its Service, its ports (advertised = Service port; netstrap's = +1000).
 #[derive(Clone, Copy)]
@@ -105,10 +107,23 @@ impl Net {
         el::node_env(&self.snap, &home, el::compose_env(&self.snap, k.node_type), &overrides)
     }
 
-    /// netstrap's env: the node's (both containers read node.env) and k8s/base/netstrap.env.
+    /// netstrap's env as the pod gives it: the node's (both containers read node.env), then
+    /// k8s/base/netstrap.env as shipped, then what differs here (the kind's names and ports, a
+    /// state dir per pod, no shutdown delay, a shorter watch interval).
     fn netstrap_env(&self, k: Kind) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> =
             self.node_env(k).into_iter().filter(|(key, v)| !v.is_empty() && key != "PATH").collect();
+        let shipped =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/base/netstrap.env"))
+                .expect("k8s/base/netstrap.env");
+        let shipped =
+            shipped.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(|l| {
+                l.split_once('=').unwrap_or_else(|| panic!("k8s/base/netstrap.env: not KEY=VALUE: {l}"))
+            });
+        for (key, v) in shipped {
+            env.retain(|(have, _)| have != key);
+            env.push((key.to_string(), v.to_string()));
+        }
         for (key, v) in [
             ("NETSTRAP_DECLARE", "node".to_string()),
             ("NETSTRAP_SERVICE", k.app.to_string()),
@@ -425,7 +440,8 @@ fn edgelake_nodes_behind_netstrap_keep_one_identity_and_serve_data_across_pod_re
         }
     });
     assert!(unready.contains(&format!("127.0.0.1:{}", QUERY.tcp)), "{unready}");
-    let (_, network) = net.c.http_get(&pod.netns, LOCAL, Kind::own(QUERY.rest), "/v1/network").unwrap();
+    // /v1/* is on the admin listener (NETSTRAP_ADMIN_ADDR in k8s/base/netstrap.env), not the rest port.
+    let (_, network) = net.c.http_get(&pod.netns, LOCAL, ADMIN_PORT, "/v1/network").unwrap();
     let network: Value = serde_json::from_str(&network).unwrap();
     assert!(!network["node"]["problems"].as_array().unwrap().is_empty(), "{network:#}");
     let warnings = |log: &str| log.lines().filter(|l| l.contains("WARN")).count();
