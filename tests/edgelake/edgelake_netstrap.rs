@@ -442,6 +442,9 @@ fn edgelake_nodes_behind_netstrap_keep_one_identity_and_serve_data_across_pod_re
     assert!(unready.contains(&format!("127.0.0.1:{}", QUERY.tcp)), "{unready}");
     // /v1/* is on the admin listener (NETSTRAP_ADMIN_ADDR in k8s/base/netstrap.env), not the rest port.
     let (_, network) = net.c.http_get(&pod.netns, LOCAL, ADMIN_PORT, "/v1/network").unwrap();
+    let on_rest =
+        net.c.http_get(&pod.netns, LOCAL, Kind::own(QUERY.rest), "/v1/network").map(|(code, _)| code);
+    assert_eq!(on_rest.ok(), Some(404), "the shipped netstrap.env moves /v1/* off the rest port");
     let network: Value = serde_json::from_str(&network).unwrap();
     assert!(!network["node"]["problems"].as_array().unwrap().is_empty(), "{network:#}");
     let warnings = |log: &str| log.lines().filter(|l| l.contains("WARN")).count();
