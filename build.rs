@@ -5,8 +5,8 @@
 //! And one link option: a dynamically linked glibc executable gets its relative relocations
 //! packed (`-z pack-relative-relocs`, DT_RELR). A Rust PIE carries ~18 000 of them (vtables,
 //! string tables): as `.rela.dyn` that is 440 KB the dynamic loader reads and applies at every
-//! start, as `.relr.dyn` 5 KB. Start → ready fell by about 1 ms (docs/benchmarks.md, "Start →
-//! ready"). It needs GNU ld ≥ 2.38 and glibc ≥ 2.36 where the binary is built and run (the
+//! start, as `.relr.dyn` 5 KB. Start → ready fell by 0.6–1.3 ms (docs/benchmarks.md, "Issue 17,
+//! last round"). It needs GNU ld ≥ 2.38 and glibc ≥ 2.36 where the binary is built and run (the
 //! binary then asks for `GLIBC_ABI_DT_RELR`); `NETSTRAP_PACK_RELOCS=0` turns it off for a build
 //! meant for an older glibc. Static builds (`+crt-static`, the images) are left as they are.
 

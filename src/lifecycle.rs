@@ -726,33 +726,23 @@ impl Bound {
                     let relay_tls = broker_tls.clone();
                     runtime.spawn(
                         async move {
+                            // The listener bound in phase 2 is served as it is, by the relay or the
+                            // embedded broker: the port is never released, so a client connecting
+                            // while rumqttd's router starts waits in the backlog, not refused.
+                            let listener = match tokio::net::TcpListener::from_std(listener) {
+                                Ok(l) => l,
+                                Err(e) => return report(Err(PlaneStopped::Listener(e))),
+                            };
                             match (mode, upstream) {
                                 (BrokerMode::Relay, Some(up)) => {
-                                    match tokio::net::TcpListener::from_std(listener) {
-                                        Ok(listener) => {
-                                            broker::serve_relay_tls(
-                                                listener, up, relay_tls, metrics, shutdown,
-                                            )
-                                            .await;
-                                            report(Ok(()));
-                                        }
-                                        Err(e) => report(Err(PlaneStopped::Listener(e))),
-                                    }
+                                    broker::serve_relay_tls(listener, up, relay_tls, metrics, shutdown).await;
+                                    report(Ok(()));
                                 }
-                                _ => {
-                                    // The listener bound in phase 2 is served as it is: the port is
-                                    // never released, so a client connecting while the router
-                                    // starts waits in the backlog instead of being refused.
-                                    let served = match tokio::net::TcpListener::from_std(listener) {
-                                        Ok(listener) => {
-                                            broker::serve_embedded_on(listener, opts, metrics, shutdown)
-                                                .await
-                                                .map_err(PlaneStopped::from)
-                                        }
-                                        Err(e) => Err(PlaneStopped::Listener(e)),
-                                    };
-                                    report(served);
-                                }
+                                _ => report(
+                                    broker::serve_embedded_on(listener, opts, metrics, shutdown)
+                                        .await
+                                        .map_err(PlaneStopped::from),
+                                ),
                             }
                         }
                         .instrument(span.clone()),
